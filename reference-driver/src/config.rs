@@ -1,0 +1,161 @@
+//! Driver settings and the one place that decides which capabilities are advertised.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
+use csi_proto::v1::node_service_capability::rpc::Type as NodeRpc;
+
+use crate::storage::FsType;
+
+/// Optional features the driver can advertise; all are on by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Feature {
+    /// CLONE_VOLUME: CreateVolume from a volume source.
+    Clone,
+    /// CREATE_DELETE_SNAPSHOT: snapshots, and CreateVolume from a snapshot source.
+    Snapshot,
+    /// LIST_VOLUMES.
+    ListVolumes,
+    /// LIST_SNAPSHOTS.
+    ListSnapshots,
+    /// EXPAND_VOLUME on controller and node, plus the ONLINE/OFFLINE plugin capabilities.
+    Expand,
+    /// GET_CAPACITY.
+    GetCapacity,
+    /// GET_VOLUME (ControllerGetVolume).
+    GetVolume,
+}
+
+impl Feature {
+    pub const ALL: [Feature; 7] = [
+        Feature::Clone,
+        Feature::Snapshot,
+        Feature::ListVolumes,
+        Feature::ListSnapshots,
+        Feature::Expand,
+        Feature::GetCapacity,
+        Feature::GetVolume,
+    ];
+}
+
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    pub driver_name: String,
+    pub node_id: String,
+    pub state_dir: PathBuf,
+    /// Largest volume CreateVolume or an expansion may produce.
+    pub max_volume_size: u64,
+    /// Size of a new volume whose request carries no capacity range.
+    pub default_volume_size: u64,
+    /// Filesystem made when a mount request leaves `fs_type` empty.
+    pub default_fs_type: FsType,
+    pub features: BTreeSet<Feature>,
+    /// Test aid: sleep after each copied chunk so crash tests can catch a copy in flight.
+    pub copy_pace: Option<Duration>,
+}
+
+impl DriverConfig {
+    pub fn new(state_dir: PathBuf) -> Self {
+        DriverConfig {
+            driver_name: DEFAULT_DRIVER_NAME.to_string(),
+            node_id: default_node_id(),
+            state_dir,
+            max_volume_size: 1 << 40,
+            default_volume_size: 1 << 30,
+            default_fs_type: FsType::Ext4,
+            features: Feature::ALL.into_iter().collect(),
+            copy_pace: None,
+        }
+    }
+
+    pub fn has(&self, feature: Feature) -> bool {
+        self.features.contains(&feature)
+    }
+
+    /// Every controller capability the driver advertises; handlers check the same set.
+    pub fn controller_capabilities(&self) -> Vec<ControllerRpc> {
+        let mut caps = vec![ControllerRpc::CreateDeleteVolume];
+        let optional = [
+            (Feature::Clone, ControllerRpc::CloneVolume),
+            (Feature::Snapshot, ControllerRpc::CreateDeleteSnapshot),
+            (Feature::ListVolumes, ControllerRpc::ListVolumes),
+            (Feature::ListSnapshots, ControllerRpc::ListSnapshots),
+            (Feature::Expand, ControllerRpc::ExpandVolume),
+            (Feature::GetCapacity, ControllerRpc::GetCapacity),
+            (Feature::GetVolume, ControllerRpc::GetVolume),
+        ];
+        caps.extend(
+            optional
+                .into_iter()
+                .filter(|(feature, _)| self.has(*feature))
+                .map(|(_, rpc)| rpc),
+        );
+        caps
+    }
+
+    pub fn node_capabilities(&self) -> Vec<NodeRpc> {
+        let mut caps = vec![NodeRpc::StageUnstageVolume, NodeRpc::GetVolumeStats];
+        if self.has(Feature::Expand) {
+            caps.push(NodeRpc::ExpandVolume);
+        }
+        caps
+    }
+}
+
+pub const DEFAULT_DRIVER_NAME: &str = "reference.csi-clone-conformance.dev";
+
+fn default_node_id() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Parses sizes such as `1073741824`, `100Mi`, `1Gi`, `1Ti` (binary suffixes only, no ambiguity).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("size {text:?} does not start with a number"))?;
+    let shift = match suffix {
+        "" => 0,
+        "Ki" => 10,
+        "Mi" => 20,
+        "Gi" => 30,
+        "Ti" => 40,
+        _ => return Err(format!("size {text:?} has unknown suffix {suffix:?} (use Ki, Mi, Gi, Ti)")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size {text:?} overflows 64 bits"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("100Mi"), Ok(100 << 20));
+        assert_eq!(parse_size("1Ti"), Ok(1 << 40));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("1GB").unwrap_err().contains("suffix"));
+        assert!(parse_size("Gi").unwrap_err().contains("number"));
+    }
+
+    #[test]
+    fn disabling_clone_removes_only_clone_volume() {
+        let mut config = DriverConfig::new("/tmp/x".into());
+        assert!(config.controller_capabilities().contains(&ControllerRpc::CloneVolume));
+        config.features.remove(&Feature::Clone);
+        let caps = config.controller_capabilities();
+        assert!(!caps.contains(&ControllerRpc::CloneVolume));
+        assert!(caps.contains(&ControllerRpc::CreateDeleteSnapshot));
+    }
+}

@@ -1,0 +1,125 @@
+//! The driver core shared by the Identity, Controller and Node services: domain requests in,
+//! records out. gRPC types stay in `crate::csi`.
+
+mod node;
+mod snapshots;
+mod volumes;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use node::{PublishRequest, StageRequest, VolumeStats};
+pub use volumes::{CreateVolume, Expanded};
+
+use crate::config::DriverConfig;
+use crate::error::{DriverError, DriverResult};
+use crate::locks::KeyedLocks;
+use crate::state::{AccessType, Source, StateStore, Staging, is_driver_id};
+use crate::storage::{self, FsType};
+
+/// Sizes are kept in whole filesystem blocks so loop devices and mkfs see exactly what we report.
+pub const SIZE_ALIGNMENT: u64 = 4096;
+/// Smallest block volume: enough for a partition table and a few blocks of data.
+pub const MIN_BLOCK_VOLUME: u64 = 1 << 20;
+
+pub struct Driver {
+    pub config: DriverConfig,
+    pub store: StateStore,
+    locks: KeyedLocks,
+}
+
+/// What a new volume is populated from, resolved while the source is held shared.
+struct Origin {
+    source: Source,
+    image: PathBuf,
+    size_bytes: u64,
+    access_type: AccessType,
+    fs_type: Option<FsType>,
+    fs_size_bytes: u64,
+    staged: Option<Staging>,
+}
+
+impl Driver {
+    /// Opens the state dir and cleans up whatever a crash left half-made.
+    pub fn open(config: DriverConfig) -> DriverResult<Driver> {
+        let store = StateStore::open(&config.state_dir)?;
+        for cleaned in store.recover()? {
+            tracing::warn!(%cleaned, "recovered state dir after an unclean stop");
+        }
+        Ok(Driver {
+            config,
+            store,
+            locks: KeyedLocks::default(),
+        })
+    }
+
+    fn volume_key(id: &str) -> String {
+        format!("volume/{id}")
+    }
+
+    fn snapshot_key(id: &str) -> String {
+        format!("snapshot/{id}")
+    }
+}
+
+pub fn round_up(size: u64, alignment: u64) -> u64 {
+    size.div_ceil(alignment).saturating_mul(alignment)
+}
+
+/// Runs blocking storage work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> DriverResult<T> + Send + 'static,
+) -> DriverResult<T> {
+    tokio::task::spawn_blocking(work).await?
+}
+
+/// Flushes a staged volume so its image file holds everything written through the mount or
+/// the device before we copy it.
+fn flush_staged(staged: &Staging, access_type: AccessType) -> DriverResult<()> {
+    match access_type {
+        AccessType::Mount => storage::mount::sync_filesystem(&staged.staging_path)?,
+        AccessType::Block => {
+            let device = std::fs::File::open(&staged.device).map_err(|source| {
+                storage::StorageError::Io {
+                    op: "open",
+                    path: staged.device.clone(),
+                    source,
+                }
+            })?;
+            device.sync_all().map_err(|source| storage::StorageError::Io {
+                op: "fsync",
+                path: staged.device.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn not_found_volume(id: &str) -> DriverError {
+    DriverError::NotFound {
+        kind: "volume",
+        id: id.to_string(),
+    }
+}
+
+/// Volume ids this driver could have issued; others are unknown without touching the disk.
+fn plausible_volume_id(id: &str) -> bool {
+    is_driver_id("vol", id)
+}
+
+fn describe_source(source: Option<&Source>) -> String {
+    match source {
+        None => "no content source".into(),
+        Some(Source::Volume(id)) => format!("source volume {id}"),
+        Some(Source::Snapshot(id)) => format!("source snapshot {id}"),
+    }
+}
+
+fn same_parameters(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
+    a == b
+}
+
+fn path_string(path: &Path) -> String {
+    path.display().to_string()
+}

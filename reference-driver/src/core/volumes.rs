@@ -1,0 +1,410 @@
+//! CreateVolume (empty, clone, restore), DeleteVolume, ControllerExpandVolume, lookups.
+
+use std::collections::BTreeMap;
+
+use super::{
+    Driver, MIN_BLOCK_VOLUME, Origin, SIZE_ALIGNMENT, blocking, describe_source, flush_staged,
+    not_found_volume, plausible_volume_id, round_up, same_parameters,
+};
+use crate::config::Feature;
+use crate::error::{DriverError, DriverResult};
+use crate::state::{AccessType, Source, Status, VolumeRecord, new_volume_id};
+use crate::storage::{self, FsType};
+
+/// A validated CreateVolume request in domain terms (0 = unspecified for the byte fields).
+#[derive(Clone, Debug)]
+pub struct CreateVolume {
+    pub name: String,
+    pub required_bytes: u64,
+    pub limit_bytes: u64,
+    pub access_type: AccessType,
+    /// The fs_type the request names, if any (mount only).
+    pub fs_type: Option<FsType>,
+    pub parameters: BTreeMap<String, String>,
+    pub source: Option<Source>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Expanded {
+    pub size_bytes: u64,
+    pub node_expansion_required: bool,
+}
+
+impl Driver {
+    pub async fn create_volume(&self, request: CreateVolume) -> DriverResult<VolumeRecord> {
+        // Concurrent identical requests queue here: the first creates, the rest replay.
+        let _name = self
+            .locks
+            .exclusive(&format!("volume-name/{}", request.name))
+            .await;
+        if let Some(existing) = self.store.read().volume_by_name(&request.name).cloned() {
+            check_replay(&existing, &request)?;
+            return Ok(existing);
+        }
+
+        // Held shared until the copy is durable, so the source cannot vanish under it.
+        let (origin, _source_hold) = match &request.source {
+            None => (None, None),
+            Some(source) => {
+                let (origin, hold) = self.resolve_origin(source).await?;
+                (Some(origin), Some(hold))
+            }
+        };
+        let fs_type = self.choose_fs_type(&request, origin.as_ref())?;
+        let size = self.choose_size(&request, origin.as_ref(), fs_type)?;
+
+        let record = VolumeRecord {
+            id: new_volume_id(),
+            name: request.name.clone(),
+            size_bytes: size,
+            access_type: request.access_type,
+            fs_type,
+            fs_size_bytes: origin.as_ref().map_or(size, |o| o.fs_size_bytes),
+            source: request.source.clone(),
+            parameters: request.parameters.clone(),
+            status: Status::Creating,
+            staged: None,
+            published: BTreeMap::new(),
+        };
+        self.store
+            .update(|s| s.volumes.insert(record.id.clone(), record.clone()))?;
+
+        let image = self.store.volume_image(&record.id);
+        let pace = self.config.copy_pace;
+        let populate = {
+            let image = image.clone();
+            blocking(move || {
+                match origin {
+                    None => {
+                        storage::image::create_sparse(&image, size)?;
+                        if let Some(fs) = fs_type {
+                            storage::image::make_filesystem(&image, fs)?;
+                        }
+                    }
+                    Some(origin) => {
+                        if let Some(staged) = &origin.staged {
+                            flush_staged(staged, origin.access_type)?;
+                        }
+                        let stats = storage::copy::clone_file(&origin.image, &image, pace)?;
+                        tracing::info!(method = ?stats.method, data_bytes = stats.data_bytes,
+                            source = ?origin.source, "copied source image");
+                        if size > origin.size_bytes {
+                            storage::image::grow_file(&image, size)?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await
+        };
+        if let Err(error) = populate {
+            // Never leave a half-made volume behind: a replay starts from scratch.
+            let _ = std::fs::remove_file(&image);
+            self.store.update(|s| s.volumes.remove(&record.id))?;
+            return Err(error);
+        }
+        let ready = self.store.update(|s| {
+            let v = s.volumes.get_mut(&record.id).expect("record we created");
+            v.status = Status::Ready;
+            v.clone()
+        })?;
+        tracing::info!(id = %ready.id, name = %ready.name, size, source = %describe_source(ready.source.as_ref()), "volume created");
+        Ok(ready)
+    }
+
+    async fn resolve_origin(
+        &self,
+        source: &Source,
+    ) -> DriverResult<(Origin, tokio::sync::OwnedRwLockReadGuard<()>)> {
+        match source {
+            Source::Volume(id) => {
+                if !self.config.has(Feature::Clone) {
+                    return Err(DriverError::invalid(
+                        "volume_content_source.volume",
+                        "this driver does not advertise CLONE_VOLUME",
+                    ));
+                }
+                let missing = || DriverError::NotFound {
+                    kind: "source volume",
+                    id: id.clone(),
+                };
+                if !plausible_volume_id(id) {
+                    return Err(missing());
+                }
+                let hold = self.locks.shared(&Self::volume_key(id)).await;
+                let state = self.store.read();
+                let v = state
+                    .volumes
+                    .get(id)
+                    .filter(|v| v.status == Status::Ready)
+                    .ok_or_else(missing)?;
+                let origin = Origin {
+                    source: source.clone(),
+                    image: self.store.volume_image(id),
+                    size_bytes: v.size_bytes,
+                    access_type: v.access_type,
+                    fs_type: v.fs_type,
+                    fs_size_bytes: v.fs_size_bytes,
+                    staged: v.staged.clone(),
+                };
+                Ok((origin, hold))
+            }
+            Source::Snapshot(id) => {
+                if !self.config.has(Feature::Snapshot) {
+                    return Err(DriverError::invalid(
+                        "volume_content_source.snapshot",
+                        "this driver does not advertise CREATE_DELETE_SNAPSHOT",
+                    ));
+                }
+                let missing = || DriverError::NotFound {
+                    kind: "source snapshot",
+                    id: id.clone(),
+                };
+                if !crate::state::is_driver_id("snap", id) {
+                    return Err(missing());
+                }
+                let hold = self.locks.shared(&Self::snapshot_key(id)).await;
+                let state = self.store.read();
+                let s = state
+                    .snapshots
+                    .get(id)
+                    .filter(|s| s.status == Status::Ready)
+                    .ok_or_else(missing)?;
+                let origin = Origin {
+                    source: source.clone(),
+                    image: self.store.snapshot_image(id),
+                    size_bytes: s.size_bytes,
+                    access_type: s.access_type,
+                    fs_type: s.fs_type,
+                    fs_size_bytes: s.fs_size_bytes,
+                    staged: None,
+                };
+                Ok((origin, hold))
+            }
+        }
+    }
+
+    fn choose_fs_type(
+        &self,
+        request: &CreateVolume,
+        origin: Option<&Origin>,
+    ) -> DriverResult<Option<FsType>> {
+        let Some(origin) = origin else {
+            return Ok(match request.access_type {
+                AccessType::Block => None,
+                AccessType::Mount => Some(request.fs_type.unwrap_or(self.config.default_fs_type)),
+            });
+        };
+        let what = match origin.source {
+            Source::Volume(_) => "volume",
+            Source::Snapshot(_) => "snapshot",
+        };
+        if origin.access_type != request.access_type {
+            return Err(DriverError::invalid(
+                "volume_capabilities",
+                format!(
+                    "the source {what} is a {:?} volume and cannot populate a {:?} volume",
+                    origin.access_type, request.access_type
+                ),
+            ));
+        }
+        if let (Some(wanted), Some(have)) = (request.fs_type, origin.fs_type) {
+            if wanted != have {
+                return Err(DriverError::invalid(
+                    "volume_capabilities.mount.fs_type",
+                    format!("the source {what} holds {have}; a copy of it cannot be {wanted}"),
+                ));
+            }
+        }
+        Ok(origin.fs_type)
+    }
+
+    fn choose_size(
+        &self,
+        request: &CreateVolume,
+        origin: Option<&Origin>,
+        fs_type: Option<FsType>,
+    ) -> DriverResult<u64> {
+        let (required, limit) = (request.required_bytes, request.limit_bytes);
+        if let Some(origin) = origin {
+            let floor = origin.size_bytes;
+            if required > 0 && required < floor {
+                return Err(DriverError::OutOfRange(format!(
+                    "capacity_range.required_bytes {required} is smaller than the source's {floor} bytes"
+                )));
+            }
+            if limit > 0 && limit < floor {
+                return Err(DriverError::OutOfRange(format!(
+                    "capacity_range.limit_bytes {limit} is smaller than the source's {floor} bytes"
+                )));
+            }
+        }
+        let minimum = match fs_type {
+            Some(fs) => fs.min_size_bytes(),
+            None => MIN_BLOCK_VOLUME,
+        };
+        let wanted = if required > 0 {
+            required
+        } else if let Some(origin) = origin {
+            origin.size_bytes
+        } else if limit > 0 {
+            limit.min(self.config.default_volume_size)
+        } else {
+            self.config.default_volume_size
+        };
+        let size = round_up(wanted.max(minimum), SIZE_ALIGNMENT);
+        if limit > 0 && size > limit {
+            return Err(DriverError::OutOfRange(format!(
+                "capacity_range.limit_bytes {limit} is below the smallest volume this driver can \
+                 make for the request ({size} bytes: {SIZE_ALIGNMENT}-byte aligned, at least {minimum})"
+            )));
+        }
+        if size > self.config.max_volume_size {
+            return Err(DriverError::OutOfRange(format!(
+                "capacity_range: {size} bytes exceeds this driver's maximum volume size of {} bytes",
+                self.config.max_volume_size
+            )));
+        }
+        Ok(size)
+    }
+
+    pub async fn delete_volume(&self, id: &str) -> DriverResult<()> {
+        if !plausible_volume_id(id) {
+            return Ok(());
+        }
+        let _hold = self.locks.exclusive(&Self::volume_key(id)).await;
+        let Some(volume) = self.store.read().volumes.get(id).cloned() else {
+            return Ok(());
+        };
+        if let Some(staged) = &volume.staged {
+            return Err(DriverError::FailedPrecondition(format!(
+                "volume {id} is still staged at {}; unstage it first",
+                staged.staging_path.display()
+            )));
+        }
+        self.store.update(|s| s.volumes.remove(id))?;
+        // The record is gone first: a crash here leaves only a stray file, swept at start-up.
+        let image = self.store.volume_image(id);
+        match std::fs::remove_file(&image) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %image.display(), error = %e, "could not remove image; it will be swept at restart");
+            }
+            _ => {}
+        }
+        tracing::info!(%id, name = %volume.name, "volume deleted");
+        Ok(())
+    }
+
+    pub async fn expand_volume(
+        &self,
+        id: &str,
+        required: u64,
+        limit: u64,
+    ) -> DriverResult<Expanded> {
+        if !plausible_volume_id(id) {
+            return Err(not_found_volume(id));
+        }
+        let _hold = self.locks.exclusive(&Self::volume_key(id)).await;
+        let volume = self.volume(id)?;
+        let target = round_up(required, SIZE_ALIGNMENT);
+        if target <= volume.size_bytes {
+            return Ok(Expanded {
+                size_bytes: volume.size_bytes,
+                node_expansion_required: volume.fs_size_bytes < volume.size_bytes,
+            });
+        }
+        if limit > 0 && target > limit {
+            return Err(DriverError::OutOfRange(format!(
+                "capacity_range.limit_bytes {limit} is below the aligned size {target}"
+            )));
+        }
+        if target > self.config.max_volume_size {
+            return Err(DriverError::OutOfRange(format!(
+                "capacity_range.required_bytes {required} exceeds this driver's maximum volume size of {} bytes",
+                self.config.max_volume_size
+            )));
+        }
+        let image = self.store.volume_image(id);
+        let device = volume.staged.as_ref().map(|s| s.device.clone());
+        blocking(move || {
+            storage::image::grow_file(&image, target)?;
+            if let Some(device) = device {
+                storage::loopdev::refresh_capacity(&device)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let updated = self.store.update(|s| {
+            let v = s.volumes.get_mut(id).expect("held exclusively");
+            v.size_bytes = target;
+            v.clone()
+        })?;
+        Ok(Expanded {
+            size_bytes: target,
+            node_expansion_required: updated.access_type == AccessType::Mount,
+        })
+    }
+
+    /// A ready volume by id.
+    pub fn volume(&self, id: &str) -> DriverResult<VolumeRecord> {
+        self.store
+            .read()
+            .volumes
+            .get(id)
+            .filter(|v| v.status == Status::Ready)
+            .cloned()
+            .ok_or_else(|| not_found_volume(id))
+    }
+
+    /// Ready volumes in id order.
+    pub fn volumes(&self) -> Vec<VolumeRecord> {
+        self.store
+            .read()
+            .volumes
+            .into_values()
+            .filter(|v| v.status == Status::Ready)
+            .collect()
+    }
+}
+
+/// Same name again: the same volume if every property matches, ALREADY_EXISTS otherwise
+/// (spec: CreateVolume errors, "volume already exists but is incompatible").
+fn check_replay(existing: &VolumeRecord, request: &CreateVolume) -> DriverResult<()> {
+    let name = &existing.name;
+    let conflict = |what: String| {
+        Err(DriverError::AlreadyExists(format!(
+            "volume {name:?} already exists ({}) with {what}",
+            existing.id
+        )))
+    };
+    if existing.source != request.source {
+        return conflict(format!(
+            "{}; the request has {}",
+            describe_source(existing.source.as_ref()),
+            describe_source(request.source.as_ref())
+        ));
+    }
+    if existing.access_type != request.access_type {
+        return conflict(format!(
+            "access type {:?}; the request asks for {:?}",
+            existing.access_type, request.access_type
+        ));
+    }
+    if request.required_bytes > existing.size_bytes
+        || (request.limit_bytes > 0 && existing.size_bytes > request.limit_bytes)
+    {
+        return conflict(format!(
+            "{} bytes, outside the requested capacity_range [{}, {}]",
+            existing.size_bytes, request.required_bytes, request.limit_bytes
+        ));
+    }
+    if let Some(fs) = request.fs_type {
+        if existing.fs_type != Some(fs) {
+            return conflict(format!("filesystem {:?}; the request asks for {fs}", existing.fs_type));
+        }
+    }
+    if !same_parameters(&existing.parameters, &request.parameters) {
+        return conflict("other parameters".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! A hostpath-style reference CSI driver whose clones are real: sparse images, loop devices,
+//! real filesystems, reflink or sparse-aware copies, crash-safe state with lineage.
+
+pub mod config;
+pub mod core;
+pub mod csi;
+pub mod error;
+pub mod locks;
+pub mod server;
+pub mod state;
+pub mod storage;

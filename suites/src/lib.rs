@@ -1,0 +1,1 @@
+//! Clone conformance case tables (work in progress, issue 3).

@@ -129,7 +129,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "Mi" => 20,
         "Gi" => 30,
         "Ti" => 40,
-        _ => return Err(format!("size {text:?} has unknown suffix {suffix:?} (use Ki, Mi, Gi, Ti)")),
+        _ => {
+            return Err(format!(
+                "size {text:?} has unknown suffix {suffix:?} (use Ki, Mi, Gi, Ti)"
+            ));
+        }
     };
     number
         .checked_mul(1u64 << shift)
@@ -152,7 +156,11 @@ mod tests {
     #[test]
     fn disabling_clone_removes_only_clone_volume() {
         let mut config = DriverConfig::new("/tmp/x".into());
-        assert!(config.controller_capabilities().contains(&ControllerRpc::CloneVolume));
+        assert!(
+            config
+                .controller_capabilities()
+                .contains(&ControllerRpc::CloneVolume)
+        );
         config.features.remove(&Feature::Clone);
         let caps = config.controller_capabilities();
         assert!(!caps.contains(&ControllerRpc::CloneVolume));

@@ -49,6 +49,10 @@ impl DriverError {
             DriverError::FailedPrecondition(_) => Code::FailedPrecondition,
             DriverError::Aborted(_) => Code::Aborted,
             DriverError::Unimplemented(_) => Code::Unimplemented,
+            // The filesystem cannot grow while in use here (spec: NodeExpandVolume errors).
+            DriverError::Storage(StorageError::MissingCapability { .. }) => {
+                Code::FailedPrecondition
+            }
             DriverError::Storage(_) | DriverError::State(_) | DriverError::Join(_) => {
                 Code::Internal
             }
@@ -105,6 +109,10 @@ mod tests {
         };
         let status = Status::from(DriverError::from(storage));
         assert_eq!(status.code(), Code::Internal);
-        assert!(status.message().ends_with("disk on fire"), "{}", status.message());
+        assert!(
+            status.message().ends_with("disk on fire"),
+            "{}",
+            status.message()
+        );
     }
 }

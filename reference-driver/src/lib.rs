@@ -1,6 +1,7 @@
 //! A hostpath-style reference CSI driver whose clones are real: sparse images, loop devices,
 //! real filesystems, reflink or sparse-aware copies, crash-safe state with lineage.
 
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod csi;

@@ -50,7 +50,10 @@ mod tests {
         assert!(!waiter.is_finished());
         drop(a);
         drop(_b);
-        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
         drop(other);
     }
 }

@@ -47,9 +47,10 @@ impl std::str::FromStr for Endpoint {
             return Ok(Endpoint::Unix(PathBuf::from(path)));
         }
         if let Some(address) = text.strip_prefix("tcp://") {
-            if address.rsplit_once(':').is_none_or(|(host, port)| {
-                host.is_empty() || port.parse::<u16>().is_err()
-            }) {
+            if address
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
                 return Err(bad());
             }
             return Ok(Endpoint::Tcp(address.to_string()));
@@ -84,8 +85,12 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let router = Server::builder()
-        .add_service(IdentityServer::new(IdentityService { driver: driver.clone() }))
-        .add_service(ControllerServer::new(ControllerService { driver: driver.clone() }))
+        .add_service(IdentityServer::new(IdentityService {
+            driver: driver.clone(),
+        }))
+        .add_service(ControllerServer::new(ControllerService {
+            driver: driver.clone(),
+        }))
         .add_service(NodeServer::new(NodeService { driver }));
     let bind_error = |source| ServeError::Bind {
         endpoint: endpoint.to_string(),
@@ -108,7 +113,9 @@ pub async fn serve_until(
                 .map_err(bind_error)?;
             tracing::info!(%endpoint, local = ?listener.local_addr().ok(), "serving");
             let incoming = tonic::transport::server::TcpIncoming::from(listener);
-            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
         }
     }
     Ok(())
@@ -137,9 +144,21 @@ mod tests {
 
     #[test]
     fn endpoints_parse_strictly() {
-        assert_eq!("unix:///tmp/csi.sock".parse::<Endpoint>().unwrap(), Endpoint::Unix("/tmp/csi.sock".into()));
-        assert_eq!("tcp://127.0.0.1:10000".parse::<Endpoint>().unwrap(), Endpoint::Tcp("127.0.0.1:10000".into()));
-        for bad in ["unix://relative.sock", "/tmp/csi.sock", "tcp://127.0.0.1", "tcp://:80", "http://x:1"] {
+        assert_eq!(
+            "unix:///tmp/csi.sock".parse::<Endpoint>().unwrap(),
+            Endpoint::Unix("/tmp/csi.sock".into())
+        );
+        assert_eq!(
+            "tcp://127.0.0.1:10000".parse::<Endpoint>().unwrap(),
+            Endpoint::Tcp("127.0.0.1:10000".into())
+        );
+        for bad in [
+            "unix://relative.sock",
+            "/tmp/csi.sock",
+            "tcp://127.0.0.1",
+            "tcp://:80",
+            "http://x:1",
+        ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
         }
     }

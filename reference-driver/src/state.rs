@@ -144,18 +144,21 @@ pub struct StateStore {
 impl StateStore {
     /// Opens (or initialises) the state dir. Call [`StateStore::recover`] before serving.
     pub fn open(dir: &Path) -> Result<StateStore> {
-        for sub in [dir.to_path_buf(), dir.join("volumes"), dir.join("snapshots")] {
+        for sub in [
+            dir.to_path_buf(),
+            dir.join("volumes"),
+            dir.join("snapshots"),
+        ] {
             fs::create_dir_all(&sub).map_err(io_err("create", &sub))?;
         }
         let path = dir.join(STATE_FILE);
         let state = match fs::read(&path) {
             Ok(bytes) => {
-                let state: State = serde_json::from_slice(&bytes).map_err(|source| {
-                    StateError::Corrupt {
+                let state: State =
+                    serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
                         path: path.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 if state.format_version != FORMAT_VERSION {
                     return Err(StateError::Version {
                         path,
@@ -313,8 +316,10 @@ mod tests {
         let creating = new_volume_id();
         store
             .update(|s| {
-                s.volumes.insert(ready.clone(), record(&ready, Status::Ready));
-                s.volumes.insert(creating.clone(), record(&creating, Status::Creating));
+                s.volumes
+                    .insert(ready.clone(), record(&ready, Status::Ready));
+                s.volumes
+                    .insert(creating.clone(), record(&creating, Status::Creating));
             })
             .unwrap();
         fs::write(store.volume_image(&ready), b"data").unwrap();

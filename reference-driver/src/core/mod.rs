@@ -14,7 +14,7 @@ pub use volumes::{CreateVolume, Expanded};
 use crate::config::DriverConfig;
 use crate::error::{DriverError, DriverResult};
 use crate::locks::KeyedLocks;
-use crate::state::{AccessType, Source, StateStore, Staging, is_driver_id};
+use crate::state::{AccessType, Source, Staging, StateStore, is_driver_id};
 use crate::storage::{self, FsType};
 
 /// Sizes are kept in whole filesystem blocks so loop devices and mkfs see exactly what we report.
@@ -86,11 +86,13 @@ fn flush_staged(staged: &Staging, access_type: AccessType) -> DriverResult<()> {
                     source,
                 }
             })?;
-            device.sync_all().map_err(|source| storage::StorageError::Io {
-                op: "fsync",
-                path: staged.device.clone(),
-                source,
-            })?;
+            device
+                .sync_all()
+                .map_err(|source| storage::StorageError::Io {
+                    op: "fsync",
+                    path: staged.device.clone(),
+                    source,
+                })?;
         }
     }
     Ok(())

@@ -68,7 +68,10 @@ impl Driver {
         if !request.staging_path.is_dir() {
             return Err(DriverError::invalid(
                 "staging_target_path",
-                format!("{} is not an existing directory", request.staging_path.display()),
+                format!(
+                    "{} is not an existing directory",
+                    request.staging_path.display()
+                ),
             ));
         }
         let image = self.store.volume_image(&volume.id);
@@ -78,14 +81,21 @@ impl Driver {
         let device = blocking(move || {
             let device = storage::loopdev::attach(&image)?;
             if let Some(fs) = fs_type {
-                let mounted = storage::mount::mount_filesystem(&device, &staging_path, fs, false)
-                    .and_then(|()| {
-                        // A larger clone or an expansion: the filesystem grows before first use.
-                        if grow {
-                            storage::image::grow_filesystem(&device, &staging_path, fs)?;
-                        }
-                        Ok(())
-                    });
+                // A larger clone or an expansion: the filesystem grows before first use,
+                // offline where the filesystem allows it (no CAP_SYS_RESOURCE needed).
+                let offline = grow && fs == FsType::Ext4;
+                let mounted = (if offline {
+                    storage::image::grow_filesystem_offline(&device, fs)
+                } else {
+                    Ok(())
+                })
+                .and_then(|()| storage::mount::mount_filesystem(&device, &staging_path, fs, false))
+                .and_then(|()| {
+                    if grow && !offline {
+                        storage::image::grow_filesystem(&device, &staging_path, fs)?;
+                    }
+                    Ok(())
+                });
                 if let Err(e) = mounted {
                     let _ = storage::mount::unmount(&staging_path);
                     let _ = storage::loopdev::detach(&device);
@@ -111,7 +121,10 @@ impl Driver {
 
     pub async fn unstage_volume(&self, id: &str, staging_path: &Path) -> DriverResult<()> {
         let (volume, _hold) = self.hold_volume(id).await?;
-        let Some(staged) = volume.staged.clone().filter(|s| s.staging_path == staging_path)
+        let Some(staged) = volume
+            .staged
+            .clone()
+            .filter(|s| s.staging_path == staging_path)
         else {
             return Ok(());
         };
@@ -199,7 +212,8 @@ impl Driver {
         .await?;
         self.store.update(|s| {
             let v = s.volumes.get_mut(&volume.id).expect("held exclusively");
-            v.published.insert(request.target_path.clone(), request.readonly);
+            v.published
+                .insert(request.target_path.clone(), request.readonly);
         })?;
         tracing::info!(id = %volume.id, target = %request.target_path.display(), "volume published");
         Ok(())
@@ -246,7 +260,10 @@ impl Driver {
             return Err(not_found_volume(id));
         }
         let volume = self.volume(id)?;
-        let staged = volume.staged.as_ref().ok_or_else(|| not_present(&volume, path))?;
+        let staged = volume
+            .staged
+            .as_ref()
+            .ok_or_else(|| not_present(&volume, path))?;
         if staged.staging_path != path && !volume.published.contains_key(path) {
             return Err(not_present(&volume, path));
         }
@@ -256,12 +273,14 @@ impl Driver {
                 blocking(move || Ok(VolumeStats::Filesystem(storage::mount::fs_usage(&path)?)))
                     .await
             }
-            AccessType::Block => blocking(move || {
-                Ok(VolumeStats::Block {
-                    size_bytes: storage::loopdev::device_size(&device)?,
+            AccessType::Block => {
+                blocking(move || {
+                    Ok(VolumeStats::Block {
+                        size_bytes: storage::loopdev::device_size(&device)?,
+                    })
                 })
-            })
-            .await,
+                .await
+            }
         }
     }
 

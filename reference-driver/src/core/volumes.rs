@@ -59,7 +59,7 @@ impl Driver {
             size_bytes: size,
             access_type: request.access_type,
             fs_type,
-            fs_size_bytes: origin.as_ref().map_or(size, |o| o.fs_size_bytes),
+            fs_size_bytes: 0, // set once the data is in place
             source: request.source.clone(),
             parameters: request.parameters.clone(),
             status: Status::Creating,
@@ -90,22 +90,33 @@ impl Driver {
                             source = ?origin.source, "copied source image");
                         if size > origin.size_bytes {
                             storage::image::grow_file(&image, size)?;
+                            // ext4 grows offline now, so the clone is delivered full size;
+                            // xfs can only grow mounted and does so at NodeStageVolume.
+                            if fs_type == Some(FsType::Ext4) {
+                                storage::image::grow_filesystem_offline(&image, FsType::Ext4)?;
+                                return Ok(size);
+                            }
                         }
+                        return Ok(origin.fs_size_bytes);
                     }
                 }
-                Ok(())
+                Ok(size)
             })
             .await
         };
-        if let Err(error) = populate {
-            // Never leave a half-made volume behind: a replay starts from scratch.
-            let _ = std::fs::remove_file(&image);
-            self.store.update(|s| s.volumes.remove(&record.id))?;
-            return Err(error);
-        }
+        let fs_size_bytes = match populate {
+            Ok(fs_size_bytes) => fs_size_bytes,
+            Err(error) => {
+                // Never leave a half-made volume behind: a replay starts from scratch.
+                let _ = std::fs::remove_file(&image);
+                self.store.update(|s| s.volumes.remove(&record.id))?;
+                return Err(error);
+            }
+        };
         let ready = self.store.update(|s| {
             let v = s.volumes.get_mut(&record.id).expect("record we created");
             v.status = Status::Ready;
+            v.fs_size_bytes = fs_size_bytes;
             v.clone()
         })?;
         tracing::info!(id = %ready.id, name = %ready.name, size, source = %describe_source(ready.source.as_ref()), "volume created");
@@ -400,7 +411,10 @@ fn check_replay(existing: &VolumeRecord, request: &CreateVolume) -> DriverResult
     }
     if let Some(fs) = request.fs_type {
         if existing.fs_type != Some(fs) {
-            return conflict(format!("filesystem {:?}; the request asks for {fs}", existing.fs_type));
+            return conflict(format!(
+                "filesystem {:?}; the request asks for {fs}",
+                existing.fs_type
+            ));
         }
     }
     if !same_parameters(&existing.parameters, &request.parameters) {

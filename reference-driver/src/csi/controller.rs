@@ -70,10 +70,16 @@ impl ControllerService {
         let verdict = convert::capabilities(&r.volume_capabilities, "volume_capabilities")
             .and_then(|(access, fs)| {
                 if access != volume.access_type {
-                    return Err(DriverError::invalid("volume_capabilities", "access type differs from the volume's"));
+                    return Err(DriverError::invalid(
+                        "volume_capabilities",
+                        "access type differs from the volume's",
+                    ));
                 }
                 if fs.is_some() && fs != volume.fs_type {
-                    return Err(DriverError::invalid("volume_capabilities", "fs_type differs from the volume's"));
+                    return Err(DriverError::invalid(
+                        "volume_capabilities",
+                        "fs_type differs from the volume's",
+                    ));
                 }
                 Ok(())
             });
@@ -128,8 +134,13 @@ impl ControllerService {
             .filter(|s| r.snapshot_id.is_empty() || s.id == r.snapshot_id)
             .filter(|s| r.source_volume_id.is_empty() || s.source_volume_id == r.source_volume_id)
             .collect();
-        let (page, next_token) =
-            convert::paginate(matching, |s| s.id.as_str(), "snap", r.max_entries, &r.starting_token)?;
+        let (page, next_token) = convert::paginate(
+            matching,
+            |s| s.id.as_str(),
+            "snap",
+            r.max_entries,
+            &r.starting_token,
+        )?;
         let entries = page
             .iter()
             .map(|s| csi::list_snapshots_response::Entry {
@@ -156,35 +167,51 @@ impl ControllerService {
 
 #[tonic::async_trait]
 impl Controller for ControllerService {
-    async fn create_volume(&self, r: Request<csi::CreateVolumeRequest>) -> Reply<csi::CreateVolumeResponse> {
+    async fn create_volume(
+        &self,
+        r: Request<csi::CreateVolumeRequest>,
+    ) -> Reply<csi::CreateVolumeResponse> {
         reply(
             self.create_volume(r.into_inner())
                 .await
-                .map(|volume| csi::CreateVolumeResponse { volume: Some(volume) }),
+                .map(|volume| csi::CreateVolumeResponse {
+                    volume: Some(volume),
+                }),
         )
     }
 
-    async fn delete_volume(&self, r: Request<csi::DeleteVolumeRequest>) -> Reply<csi::DeleteVolumeResponse> {
+    async fn delete_volume(
+        &self,
+        r: Request<csi::DeleteVolumeRequest>,
+    ) -> Reply<csi::DeleteVolumeResponse> {
         let r = r.into_inner();
-        reply(async {
-            self.driver.delete_volume(required_str(&r.volume_id, "volume_id")?).await?;
-            Ok(csi::DeleteVolumeResponse {})
-        }
-        .await)
+        reply(
+            async {
+                self.driver
+                    .delete_volume(required_str(&r.volume_id, "volume_id")?)
+                    .await?;
+                Ok(csi::DeleteVolumeResponse {})
+            }
+            .await,
+        )
     }
 
     async fn controller_publish_volume(
         &self,
         _: Request<csi::ControllerPublishVolumeRequest>,
     ) -> Reply<csi::ControllerPublishVolumeResponse> {
-        Err(Status::unimplemented("ControllerPublishVolume: PUBLISH_UNPUBLISH_VOLUME is not advertised"))
+        Err(Status::unimplemented(
+            "ControllerPublishVolume: PUBLISH_UNPUBLISH_VOLUME is not advertised",
+        ))
     }
 
     async fn controller_unpublish_volume(
         &self,
         _: Request<csi::ControllerUnpublishVolumeRequest>,
     ) -> Reply<csi::ControllerUnpublishVolumeResponse> {
-        Err(Status::unimplemented("ControllerUnpublishVolume: PUBLISH_UNPUBLISH_VOLUME is not advertised"))
+        Err(Status::unimplemented(
+            "ControllerUnpublishVolume: PUBLISH_UNPUBLISH_VOLUME is not advertised",
+        ))
     }
 
     async fn validate_volume_capabilities(
@@ -194,11 +221,17 @@ impl Controller for ControllerService {
         reply(self.validate(r.into_inner()).await)
     }
 
-    async fn list_volumes(&self, r: Request<csi::ListVolumesRequest>) -> Reply<csi::ListVolumesResponse> {
+    async fn list_volumes(
+        &self,
+        r: Request<csi::ListVolumesRequest>,
+    ) -> Reply<csi::ListVolumesResponse> {
         reply(self.list_volumes(r.into_inner()))
     }
 
-    async fn get_capacity(&self, _: Request<csi::GetCapacityRequest>) -> Reply<csi::GetCapacityResponse> {
+    async fn get_capacity(
+        &self,
+        _: Request<csi::GetCapacityRequest>,
+    ) -> Reply<csi::GetCapacityResponse> {
         reply(self.get_capacity())
     }
 
@@ -216,39 +249,61 @@ impl Controller for ControllerService {
                 r#type: Some(Type::Rpc(Rpc { r#type: rpc as i32 })),
             })
             .collect();
-        Ok(Response::new(csi::ControllerGetCapabilitiesResponse { capabilities }))
+        Ok(Response::new(csi::ControllerGetCapabilitiesResponse {
+            capabilities,
+        }))
     }
 
-    async fn create_snapshot(&self, r: Request<csi::CreateSnapshotRequest>) -> Reply<csi::CreateSnapshotResponse> {
+    async fn create_snapshot(
+        &self,
+        r: Request<csi::CreateSnapshotRequest>,
+    ) -> Reply<csi::CreateSnapshotResponse> {
         let r = r.into_inner();
-        reply(async {
-            self.require(Feature::Snapshot, "CreateSnapshot")?;
-            let name = required_str(&r.name, "name")?;
-            let source = required_str(&r.source_volume_id, "source_volume_id")?;
-            let snapshot = self.driver.create_snapshot(name, source).await?;
-            Ok(csi::CreateSnapshotResponse {
-                snapshot: Some(convert::to_snapshot(&snapshot)),
-            })
-        }
-        .await)
+        reply(
+            async {
+                self.require(Feature::Snapshot, "CreateSnapshot")?;
+                let name = required_str(&r.name, "name")?;
+                let source = required_str(&r.source_volume_id, "source_volume_id")?;
+                let snapshot = self.driver.create_snapshot(name, source).await?;
+                Ok(csi::CreateSnapshotResponse {
+                    snapshot: Some(convert::to_snapshot(&snapshot)),
+                })
+            }
+            .await,
+        )
     }
 
-    async fn delete_snapshot(&self, r: Request<csi::DeleteSnapshotRequest>) -> Reply<csi::DeleteSnapshotResponse> {
+    async fn delete_snapshot(
+        &self,
+        r: Request<csi::DeleteSnapshotRequest>,
+    ) -> Reply<csi::DeleteSnapshotResponse> {
         let r = r.into_inner();
-        reply(async {
-            self.require(Feature::Snapshot, "DeleteSnapshot")?;
-            self.driver.delete_snapshot(required_str(&r.snapshot_id, "snapshot_id")?).await?;
-            Ok(csi::DeleteSnapshotResponse {})
-        }
-        .await)
+        reply(
+            async {
+                self.require(Feature::Snapshot, "DeleteSnapshot")?;
+                self.driver
+                    .delete_snapshot(required_str(&r.snapshot_id, "snapshot_id")?)
+                    .await?;
+                Ok(csi::DeleteSnapshotResponse {})
+            }
+            .await,
+        )
     }
 
-    async fn list_snapshots(&self, r: Request<csi::ListSnapshotsRequest>) -> Reply<csi::ListSnapshotsResponse> {
+    async fn list_snapshots(
+        &self,
+        r: Request<csi::ListSnapshotsRequest>,
+    ) -> Reply<csi::ListSnapshotsResponse> {
         reply(self.list_snapshots(r.into_inner()))
     }
 
-    async fn get_snapshot(&self, _: Request<csi::GetSnapshotRequest>) -> Reply<csi::GetSnapshotResponse> {
-        Err(Status::unimplemented("GetSnapshot: GET_SNAPSHOT is not advertised"))
+    async fn get_snapshot(
+        &self,
+        _: Request<csi::GetSnapshotRequest>,
+    ) -> Reply<csi::GetSnapshotResponse> {
+        Err(Status::unimplemented(
+            "GetSnapshot: GET_SNAPSHOT is not advertised",
+        ))
     }
 
     async fn controller_expand_volume(
@@ -256,21 +311,23 @@ impl Controller for ControllerService {
         r: Request<csi::ControllerExpandVolumeRequest>,
     ) -> Reply<csi::ControllerExpandVolumeResponse> {
         let r = r.into_inner();
-        reply(async {
-            self.require(Feature::Expand, "ControllerExpandVolume")?;
-            let id = required_str(&r.volume_id, "volume_id")?;
-            let range = r
-                .capacity_range
-                .as_ref()
-                .ok_or_else(|| DriverError::invalid("capacity_range", "is required"))?;
-            let (required, limit) = convert::capacity_range(Some(range))?;
-            let expanded = self.driver.expand_volume(id, required, limit).await?;
-            Ok(csi::ControllerExpandVolumeResponse {
-                capacity_bytes: expanded.size_bytes as i64,
-                node_expansion_required: expanded.node_expansion_required,
-            })
-        }
-        .await)
+        reply(
+            async {
+                self.require(Feature::Expand, "ControllerExpandVolume")?;
+                let id = required_str(&r.volume_id, "volume_id")?;
+                let range = r
+                    .capacity_range
+                    .as_ref()
+                    .ok_or_else(|| DriverError::invalid("capacity_range", "is required"))?;
+                let (required, limit) = convert::capacity_range(Some(range))?;
+                let expanded = self.driver.expand_volume(id, required, limit).await?;
+                Ok(csi::ControllerExpandVolumeResponse {
+                    capacity_bytes: expanded.size_bytes as i64,
+                    node_expansion_required: expanded.node_expansion_required,
+                })
+            }
+            .await,
+        )
     }
 
     async fn controller_get_volume(
@@ -280,7 +337,9 @@ impl Controller for ControllerService {
         let r = r.into_inner();
         reply((|| {
             self.require(Feature::GetVolume, "ControllerGetVolume")?;
-            let volume = self.driver.volume(required_str(&r.volume_id, "volume_id")?)?;
+            let volume = self
+                .driver
+                .volume(required_str(&r.volume_id, "volume_id")?)?;
             Ok(csi::ControllerGetVolumeResponse {
                 volume: Some(convert::to_volume(&volume)),
                 // REQUIRED by the spec; this driver has no controller publish and no conditions.
@@ -296,6 +355,8 @@ impl Controller for ControllerService {
         &self,
         _: Request<csi::ControllerModifyVolumeRequest>,
     ) -> Reply<csi::ControllerModifyVolumeResponse> {
-        Err(Status::unimplemented("ControllerModifyVolume: MODIFY_VOLUME is not advertised"))
+        Err(Status::unimplemented(
+            "ControllerModifyVolume: MODIFY_VOLUME is not advertised",
+        ))
     }
 }

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use csi_proto::v1 as csi;
 use csi::volume_capability::{AccessType as ProtoAccess, access_mode::Mode};
 use csi::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
+use csi_proto::v1 as csi;
 
 use crate::error::{DriverError, DriverResult};
 use crate::state::{AccessType, SnapshotRecord, Source, VolumeRecord};
@@ -21,7 +21,10 @@ pub fn required_str<'a>(value: &'a str, field: &'static str) -> DriverResult<&'a
 pub fn required_path(value: &str, field: &'static str) -> DriverResult<PathBuf> {
     let path = PathBuf::from(required_str(value, field)?);
     if !path.is_absolute() {
-        return Err(DriverError::invalid(field, format!("{value:?} is not an absolute path")));
+        return Err(DriverError::invalid(
+            field,
+            format!("{value:?} is not an absolute path"),
+        ));
     }
     Ok(path)
 }
@@ -54,7 +57,10 @@ pub fn capability(
         ));
     }
     match &cap.access_type {
-        None => Err(DriverError::invalid(field, "access_type must be block or mount")),
+        None => Err(DriverError::invalid(
+            field,
+            "access_type must be block or mount",
+        )),
         Some(ProtoAccess::Block(_)) => Ok((AccessType::Block, None)),
         Some(ProtoAccess::Mount(mount)) => {
             if mount.fs_type.is_empty() {
@@ -63,7 +69,10 @@ pub fn capability(
             let fs = FsType::parse(&mount.fs_type).ok_or_else(|| {
                 DriverError::invalid(
                     field,
-                    format!("mount.fs_type {:?} is not supported (use ext4 or xfs)", mount.fs_type),
+                    format!(
+                        "mount.fs_type {:?} is not supported (use ext4 or xfs)",
+                        mount.fs_type
+                    ),
                 )
             })?;
             Ok((AccessType::Mount, Some(fs)))
@@ -83,10 +92,16 @@ pub fn capabilities(
     for next in parsed {
         let next = next?;
         if next.0 != first.0 {
-            return Err(DriverError::invalid(field, "mixes block and mount access types"));
+            return Err(DriverError::invalid(
+                field,
+                "mixes block and mount access types",
+            ));
         }
         if next.1.is_some() && first.1.is_some() && next.1 != first.1 {
-            return Err(DriverError::invalid(field, "names different mount.fs_type values"));
+            return Err(DriverError::invalid(
+                field,
+                "names different mount.fs_type values",
+            ));
         }
     }
     Ok(first)
@@ -96,7 +111,10 @@ pub fn single_capability(
     cap: Option<&csi::VolumeCapability>,
     field: &'static str,
 ) -> DriverResult<(AccessType, Option<FsType>)> {
-    capability(cap.ok_or_else(|| DriverError::invalid(field, "is required"))?, field)
+    capability(
+        cap.ok_or_else(|| DriverError::invalid(field, "is required"))?,
+        field,
+    )
 }
 
 /// `(required_bytes, limit_bytes)`, 0 meaning unspecified.
@@ -104,8 +122,9 @@ pub fn capacity_range(range: Option<&csi::CapacityRange>) -> DriverResult<(u64, 
     let Some(range) = range else {
         return Ok((0, 0));
     };
-    let required = u64::try_from(range.required_bytes)
-        .map_err(|_| DriverError::invalid("capacity_range.required_bytes", "must not be negative"))?;
+    let required = u64::try_from(range.required_bytes).map_err(|_| {
+        DriverError::invalid("capacity_range.required_bytes", "must not be negative")
+    })?;
     let limit = u64::try_from(range.limit_bytes)
         .map_err(|_| DriverError::invalid("capacity_range.limit_bytes", "must not be negative"))?;
     if required == 0 && limit == 0 {
@@ -231,12 +250,21 @@ mod tests {
     fn malformed_sources_name_the_field() {
         let unset = csi::VolumeContentSource { r#type: None };
         let err = content_source(Some(&unset)).unwrap_err();
-        assert_eq!(err.to_string(), "volume_content_source.type: one of snapshot or volume must be set");
+        assert_eq!(
+            err.to_string(),
+            "volume_content_source.type: one of snapshot or volume must be set"
+        );
         let empty = to_content_source(&Source::Volume(String::new()));
         let err = content_source(Some(&empty)).unwrap_err();
-        assert!(err.to_string().starts_with("volume_content_source.volume.volume_id"));
+        assert!(
+            err.to_string()
+                .starts_with("volume_content_source.volume.volume_id")
+        );
         let snap = to_content_source(&Source::Snapshot("snap-x".into()));
-        assert_eq!(content_source(Some(&snap)).unwrap(), Some(Source::Snapshot("snap-x".into())));
+        assert_eq!(
+            content_source(Some(&snap)).unwrap(),
+            Some(Source::Snapshot("snap-x".into()))
+        );
     }
 
     #[test]

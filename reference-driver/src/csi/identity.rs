@@ -41,7 +41,10 @@ impl Identity for IdentityService {
             })),
         }];
         if self.driver.config.has(Feature::Expand) {
-            for mode in [volume_expansion::Type::Online, volume_expansion::Type::Offline] {
+            for mode in [
+                volume_expansion::Type::Online,
+                volume_expansion::Type::Offline,
+            ] {
                 capabilities.push(csi::PluginCapability {
                     r#type: Some(Type::VolumeExpansion(VolumeExpansion {
                         r#type: mode as i32,

@@ -32,19 +32,29 @@ fn usage(total: u64, available: u64, used: u64, unit: csi::volume_usage::Unit) -
 
 #[tonic::async_trait]
 impl Node for NodeService {
-    async fn node_stage_volume(&self, r: Request<csi::NodeStageVolumeRequest>) -> Reply<csi::NodeStageVolumeResponse> {
+    async fn node_stage_volume(
+        &self,
+        r: Request<csi::NodeStageVolumeRequest>,
+    ) -> Reply<csi::NodeStageVolumeResponse> {
         let r = r.into_inner();
-        reply(async {
-            let volume_id = required_str(&r.volume_id, "volume_id")?.to_string();
-            let staging_path = required_path(&r.staging_target_path, "staging_target_path")?;
-            let (access_type, fs_type) =
-                convert::single_capability(r.volume_capability.as_ref(), "volume_capability")?;
-            self.driver
-                .stage_volume(StageRequest { volume_id, staging_path, access_type, fs_type })
-                .await?;
-            Ok(csi::NodeStageVolumeResponse {})
-        }
-        .await)
+        reply(
+            async {
+                let volume_id = required_str(&r.volume_id, "volume_id")?.to_string();
+                let staging_path = required_path(&r.staging_target_path, "staging_target_path")?;
+                let (access_type, fs_type) =
+                    convert::single_capability(r.volume_capability.as_ref(), "volume_capability")?;
+                self.driver
+                    .stage_volume(StageRequest {
+                        volume_id,
+                        staging_path,
+                        access_type,
+                        fs_type,
+                    })
+                    .await?;
+                Ok(csi::NodeStageVolumeResponse {})
+            }
+            .await,
+        )
     }
 
     async fn node_unstage_volume(
@@ -52,13 +62,15 @@ impl Node for NodeService {
         r: Request<csi::NodeUnstageVolumeRequest>,
     ) -> Reply<csi::NodeUnstageVolumeResponse> {
         let r = r.into_inner();
-        reply(async {
-            let id = required_str(&r.volume_id, "volume_id")?;
-            let path = required_path(&r.staging_target_path, "staging_target_path")?;
-            self.driver.unstage_volume(id, &path).await?;
-            Ok(csi::NodeUnstageVolumeResponse {})
-        }
-        .await)
+        reply(
+            async {
+                let id = required_str(&r.volume_id, "volume_id")?;
+                let path = required_path(&r.staging_target_path, "staging_target_path")?;
+                self.driver.unstage_volume(id, &path).await?;
+                Ok(csi::NodeUnstageVolumeResponse {})
+            }
+            .await,
+        )
     }
 
     async fn node_publish_volume(
@@ -97,13 +109,15 @@ impl Node for NodeService {
         r: Request<csi::NodeUnpublishVolumeRequest>,
     ) -> Reply<csi::NodeUnpublishVolumeResponse> {
         let r = r.into_inner();
-        reply(async {
-            let id = required_str(&r.volume_id, "volume_id")?;
-            let target = required_path(&r.target_path, "target_path")?;
-            self.driver.unpublish_volume(id, &target).await?;
-            Ok(csi::NodeUnpublishVolumeResponse {})
-        }
-        .await)
+        reply(
+            async {
+                let id = required_str(&r.volume_id, "volume_id")?;
+                let target = required_path(&r.target_path, "target_path")?;
+                self.driver.unpublish_volume(id, &target).await?;
+                Ok(csi::NodeUnpublishVolumeResponse {})
+            }
+            .await,
+        )
     }
 
     async fn node_get_volume_stats(
@@ -111,21 +125,39 @@ impl Node for NodeService {
         r: Request<csi::NodeGetVolumeStatsRequest>,
     ) -> Reply<csi::NodeGetVolumeStatsResponse> {
         let r = r.into_inner();
-        reply(async {
-            let id = required_str(&r.volume_id, "volume_id")?;
-            let path = required_str(&r.volume_path, "volume_path")?;
-            let stats = self.driver.volume_stats(id, std::path::Path::new(path)).await?;
-            use csi::volume_usage::Unit;
-            let usage = match stats {
-                VolumeStats::Filesystem(fs) => vec![
-                    usage(fs.total_bytes, fs.available_bytes, fs.used_bytes, Unit::Bytes),
-                    usage(fs.total_inodes, fs.free_inodes, fs.used_inodes, Unit::Inodes),
-                ],
-                VolumeStats::Block { size_bytes } => vec![usage(size_bytes, 0, 0, Unit::Bytes)],
-            };
-            Ok(csi::NodeGetVolumeStatsResponse { usage, volume_condition: None })
-        }
-        .await)
+        reply(
+            async {
+                let id = required_str(&r.volume_id, "volume_id")?;
+                let path = required_str(&r.volume_path, "volume_path")?;
+                let stats = self
+                    .driver
+                    .volume_stats(id, std::path::Path::new(path))
+                    .await?;
+                use csi::volume_usage::Unit;
+                let usage = match stats {
+                    VolumeStats::Filesystem(fs) => vec![
+                        usage(
+                            fs.total_bytes,
+                            fs.available_bytes,
+                            fs.used_bytes,
+                            Unit::Bytes,
+                        ),
+                        usage(
+                            fs.total_inodes,
+                            fs.free_inodes,
+                            fs.used_inodes,
+                            Unit::Inodes,
+                        ),
+                    ],
+                    VolumeStats::Block { size_bytes } => vec![usage(size_bytes, 0, 0, Unit::Bytes)],
+                };
+                Ok(csi::NodeGetVolumeStatsResponse {
+                    usage,
+                    volume_condition: None,
+                })
+            }
+            .await,
+        )
     }
 
     async fn node_expand_volume(
@@ -133,22 +165,27 @@ impl Node for NodeService {
         r: Request<csi::NodeExpandVolumeRequest>,
     ) -> Reply<csi::NodeExpandVolumeResponse> {
         let r = r.into_inner();
-        reply(async {
-            if !self.driver.config.has(Feature::Expand) {
-                return Err(DriverError::Unimplemented(
-                    "NodeExpandVolume: EXPAND_VOLUME is not advertised".into(),
-                ));
+        reply(
+            async {
+                if !self.driver.config.has(Feature::Expand) {
+                    return Err(DriverError::Unimplemented(
+                        "NodeExpandVolume: EXPAND_VOLUME is not advertised".into(),
+                    ));
+                }
+                let id = required_str(&r.volume_id, "volume_id")?;
+                // Not required_path: an unknown volume is NOT_FOUND whatever the path looks like.
+                let path = std::path::PathBuf::from(required_str(&r.volume_path, "volume_path")?);
+                let (required, _) = match r.capacity_range.as_ref() {
+                    Some(range) => convert::capacity_range(Some(range))?,
+                    None => (0, 0),
+                };
+                let size = self.driver.node_expand_volume(id, &path, required).await?;
+                Ok(csi::NodeExpandVolumeResponse {
+                    capacity_bytes: size as i64,
+                })
             }
-            let id = required_str(&r.volume_id, "volume_id")?;
-            let path = required_path(&r.volume_path, "volume_path")?;
-            let (required, _) = match r.capacity_range.as_ref() {
-                Some(range) => convert::capacity_range(Some(range))?,
-                None => (0, 0),
-            };
-            let size = self.driver.node_expand_volume(id, &path, required).await?;
-            Ok(csi::NodeExpandVolumeResponse { capacity_bytes: size as i64 })
-        }
-        .await)
+            .await,
+        )
     }
 
     async fn node_get_capabilities(
@@ -165,10 +202,15 @@ impl Node for NodeService {
                 r#type: Some(Type::Rpc(Rpc { r#type: rpc as i32 })),
             })
             .collect();
-        Ok(Response::new(csi::NodeGetCapabilitiesResponse { capabilities }))
+        Ok(Response::new(csi::NodeGetCapabilitiesResponse {
+            capabilities,
+        }))
     }
 
-    async fn node_get_info(&self, _: Request<csi::NodeGetInfoRequest>) -> Reply<csi::NodeGetInfoResponse> {
+    async fn node_get_info(
+        &self,
+        _: Request<csi::NodeGetInfoRequest>,
+    ) -> Reply<csi::NodeGetInfoResponse> {
         Ok(Response::new(csi::NodeGetInfoResponse {
             node_id: self.driver.config.node_id.clone(),
             max_volumes_per_node: 0,

@@ -292,7 +292,10 @@ mod tests {
         loop {
             let na = fa.read(&mut ba).unwrap();
             fb.read_exact(&mut bb[..na]).unwrap();
-            assert!(ba[..na] == bb[..na], "content differs in MiB at offset {off}");
+            assert!(
+                ba[..na] == bb[..na],
+                "content differs in MiB at offset {off}"
+            );
             if na == 0 {
                 break;
             }
@@ -321,7 +324,10 @@ mod tests {
         }
         assert_same_content(&src, &dst);
         let used = allocated(&dst);
-        assert!(used < 8 * MIB, "destination not sparse: {used} bytes allocated");
+        assert!(
+            used < 8 * MIB,
+            "destination not sparse: {used} bytes allocated"
+        );
     }
 
     #[test]
@@ -330,7 +336,11 @@ mod tests {
         let (src, dst) = (td.path().join("src"), td.path().join("dst"));
         let tail = random(5000);
         let len = 30 * MIB + 77;
-        make_sparse(&src, len, &[(MIB, &random(3 * MIB as usize)), (len - 5000, &tail)]);
+        make_sparse(
+            &src,
+            len,
+            &[(MIB, &random(3 * MIB as usize)), (len - 5000, &tail)],
+        );
         let (sf, df) = (File::open(&src).unwrap(), File::create(&dst).unwrap());
         let mut copier = Copier {
             src: &sf,
@@ -439,14 +449,23 @@ mod tests {
         assert!(reflink_supported(&mnt));
 
         let (src, dst) = (mnt.join("src"), mnt.join("dst"));
-        make_sparse(&src, 40 * MIB, &[(0, &random(3 * MIB as usize)), (30 * MIB, &random(4096))]);
+        make_sparse(
+            &src,
+            40 * MIB,
+            &[(0, &random(3 * MIB as usize)), (30 * MIB, &random(4096))],
+        );
         let stats = clone_file(&src, &dst, None).unwrap();
         assert_eq!(stats.method, CopyMethod::Reflink);
         assert_eq!((stats.data_bytes, stats.file_len), (0, 40 * MIB));
         assert_same_content(&src, &dst);
         // Shared extents must be copy-on-write: changing the clone leaves the source alone.
         let before = std::fs::read(&src).unwrap();
-        File::options().write(true).open(&dst).unwrap().write_all_at(b"changed", 0).unwrap();
+        File::options()
+            .write(true)
+            .open(&dst)
+            .unwrap()
+            .write_all_at(b"changed", 0)
+            .unwrap();
         assert_eq!(std::fs::read(&src).unwrap(), before);
     }
 }

@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::path::Path;
 
-use super::{FsType, Result, StorageError, fsync_parent, run};
+use super::{FsType, Result, StorageError, fsync_parent, run, run_accepting};
 
 /// Creates a new sparse file of `size` bytes (create_new, set_len, fsync file + parent dir).
 /// A partially created file is removed on failure.
@@ -17,7 +17,10 @@ pub fn create_sparse(path: &Path, size: u64) -> Result<()> {
     let result = file
         .set_len(size)
         .map_err(|e| StorageError::io("truncate", path, e))
-        .and_then(|()| file.sync_all().map_err(|e| StorageError::io("fsync", path, e)))
+        .and_then(|()| {
+            file.sync_all()
+                .map_err(|e| StorageError::io("fsync", path, e))
+        })
         .and_then(|()| fsync_parent(path));
     if result.is_err() {
         drop(file);
@@ -42,7 +45,8 @@ pub fn grow_file(path: &Path, size: u64) -> Result<()> {
     }
     file.set_len(size)
         .map_err(|e| StorageError::io("truncate", path, e))?;
-    file.sync_all().map_err(|e| StorageError::io("fsync", path, e))
+    file.sync_all()
+        .map_err(|e| StorageError::io("fsync", path, e))
 }
 
 /// Formats an image file or device.
@@ -72,7 +76,13 @@ pub fn make_filesystem(target: &Path, fs: FsType) -> Result<()> {
             run("mkfs.ext4", args).map(drop)
         }
         FsType::Xfs => {
-            let with_reflink = ["-q".as_ref(), "-f".as_ref(), "-m".as_ref(), "reflink=1".as_ref(), t];
+            let with_reflink = [
+                "-q".as_ref(),
+                "-f".as_ref(),
+                "-m".as_ref(),
+                "reflink=1".as_ref(),
+                t,
+            ];
             match run("mkfs.xfs", with_reflink) {
                 Err(StorageError::Command { stderr, .. }) if stderr.contains("reflink") => {
                     tracing::warn!(%stderr, "mkfs.xfs rejected reflink=1, formatting without");
@@ -87,11 +97,60 @@ pub fn make_filesystem(target: &Path, fs: FsType) -> Result<()> {
 /// Grows the filesystem mounted at `mount_point` (backed by block `device`) to
 /// fill the device: ext4 → `resize2fs <device>` (online), xfs → `xfs_growfs <mount_point>`.
 /// Already full size is a no-op for both tools.
+/// Online ext4 growth needs CAP_SYS_RESOURCE; without it this returns
+/// `MissingCapability` and callers can fall back to `grow_filesystem_offline`.
 pub fn grow_filesystem(device: &Path, mount_point: &Path, fs: FsType) -> Result<()> {
     match fs {
-        FsType::Ext4 => run("resize2fs", [device.as_os_str()]).map(drop),
+        FsType::Ext4 => match run("resize2fs", [device.as_os_str()]) {
+            Err(StorageError::Command { stderr, .. })
+                if stderr.contains("Permission denied") && !has_cap_sys_resource() =>
+            {
+                Err(StorageError::MissingCapability {
+                    op: "online ext4 resize",
+                    capability: "CAP_SYS_RESOURCE",
+                })
+            }
+            other => other.map(drop),
+        },
         FsType::Xfs => run("xfs_growfs", [mount_point.as_os_str()]).map(drop),
     }
+}
+
+/// Grows an UNMOUNTED filesystem (image file or device) to fill its container:
+/// ext4 → `e2fsck -f -p` (resize2fs insists on a freshly checked fs) then
+/// `resize2fs`. XFS can only grow while mounted, so it is `Unsupported`.
+/// Never call this on a mounted filesystem: offline resize would corrupt it.
+pub fn grow_filesystem_offline(target: &Path, fs: FsType) -> Result<()> {
+    match fs {
+        FsType::Ext4 => {
+            // Exit 1 means e2fsck fixed something, which is fine before a resize.
+            run_accepting(
+                "e2fsck",
+                ["-f".as_ref(), "-p".as_ref(), target.as_os_str()],
+                &[0, 1],
+            )?;
+            run("resize2fs", [target.as_os_str()]).map(drop)
+        }
+        FsType::Xfs => Err(StorageError::Unsupported {
+            op: "offline filesystem growth",
+            fs,
+        }),
+    }
+}
+
+/// CAP_SYS_RESOURCE (bit 24) in this process's effective set.
+fn has_cap_sys_resource() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0)
 }
 
 const EXT_MAGIC_OFFSET: usize = 1080;
@@ -109,12 +168,10 @@ pub fn detect_filesystem(target: &Path) -> Result<Option<FsType>> {
     if buf.starts_with(XFS_MAGIC) {
         return Ok(Some(FsType::Xfs));
     }
-    if let Some(m) = buf.get(EXT_MAGIC_OFFSET..EXT_MAGIC_OFFSET + 2) {
-        if u16::from_le_bytes([m[0], m[1]]) == EXT_MAGIC {
-            return Ok(Some(FsType::Ext4));
-        }
-    }
-    Ok(None)
+    let ext = buf
+        .get(EXT_MAGIC_OFFSET..EXT_MAGIC_OFFSET + 2)
+        .is_some_and(|m| u16::from_le_bytes([m[0], m[1]]) == EXT_MAGIC);
+    Ok(ext.then_some(FsType::Ext4))
 }
 
 /// Reads until `buf` is full or EOF; returns bytes read.
@@ -155,7 +212,11 @@ mod tests {
         grow_file(&p, 128 * MIB).unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 128 * MIB);
         grow_file(&p, 32 * MIB).unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().len(), 128 * MIB, "grow_file shrank");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().len(),
+            128 * MIB,
+            "grow_file shrank"
+        );
         assert!(grow_file(&td.path().join("missing"), MIB).is_err());
     }
 
@@ -168,7 +229,8 @@ mod tests {
         std::fs::write(&p, vec![0u8; 8192]).unwrap();
         assert_eq!(detect_filesystem(&p).unwrap(), None);
         let f = File::options().write(true).open(&p).unwrap();
-        f.write_all_at(&EXT_MAGIC.to_le_bytes(), EXT_MAGIC_OFFSET as u64).unwrap();
+        f.write_all_at(&EXT_MAGIC.to_le_bytes(), EXT_MAGIC_OFFSET as u64)
+            .unwrap();
         assert_eq!(detect_filesystem(&p).unwrap(), Some(FsType::Ext4));
         f.write_all_at(XFS_MAGIC, 0).unwrap();
         assert_eq!(detect_filesystem(&p).unwrap(), Some(FsType::Xfs));
@@ -183,7 +245,10 @@ mod tests {
         }
         let td = tempfile::tempdir().unwrap();
         let err = make_filesystem(&td.path().join("missing"), FsType::Ext4).unwrap_err();
-        assert!(matches!(&err, StorageError::Command { stderr, .. } if !stderr.is_empty()), "{err}");
+        assert!(
+            matches!(&err, StorageError::Command { stderr, .. } if !stderr.is_empty()),
+            "{err}"
+        );
     }
 
     /// Full ext4 lifecycle: format, detect, attach, mount, write, grow online.
@@ -199,7 +264,10 @@ mod tests {
         assert_eq!(detect_filesystem(&img).unwrap(), None);
         make_filesystem(&img, FsType::Ext4).unwrap();
         assert_eq!(detect_filesystem(&img).unwrap(), Some(FsType::Ext4));
-        assert!(std::fs::metadata(&img).unwrap().blocks() * 512 < 32 * MIB, "mkfs made image dense");
+        assert!(
+            std::fs::metadata(&img).unwrap().blocks() * 512 < 32 * MIB,
+            "mkfs made image dense"
+        );
 
         let dev = LoopGuard(loopdev::attach(&img).unwrap());
         assert_eq!(loopdev::device_size(&dev.0).unwrap(), 64 * MIB);
@@ -213,17 +281,35 @@ mod tests {
         std::fs::write(mnt.join("hello"), b"world").unwrap();
         mount::sync_filesystem(&mnt).unwrap();
         let usage = mount::fs_usage(&mnt).unwrap();
-        assert!((40 * MIB..=64 * MIB).contains(&usage.total_bytes), "{usage:?}");
+        assert!(
+            (40 * MIB..=64 * MIB).contains(&usage.total_bytes),
+            "{usage:?}"
+        );
         assert!(usage.available_bytes <= usage.total_bytes && usage.used_bytes > 0);
         assert!(usage.used_inodes > 0 && usage.free_inodes < usage.total_inodes);
 
+        // Already full size: a no-op that needs no capability.
+        grow_filesystem(&dev.0, &mnt, FsType::Ext4).unwrap();
         grow_file(&img, 128 * MIB).unwrap();
         loopdev::refresh_capacity(&dev.0).unwrap();
         assert_eq!(loopdev::device_size(&dev.0).unwrap(), 128 * MIB);
-        grow_filesystem(&dev.0, &mnt, FsType::Ext4).unwrap();
+        let m = if has_cap_sys_resource() {
+            grow_filesystem(&dev.0, &mnt, FsType::Ext4).unwrap();
+            m
+        } else {
+            eprintln!("ext4_image_lifecycle: no CAP_SYS_RESOURCE, testing offline growth");
+            let err = grow_filesystem(&dev.0, &mnt, FsType::Ext4).unwrap_err();
+            assert!(
+                matches!(err, StorageError::MissingCapability { .. }),
+                "{err}"
+            );
+            drop(m);
+            grow_filesystem_offline(&dev.0, FsType::Ext4).unwrap();
+            mount::mount_filesystem(&dev.0, &mnt, FsType::Ext4, false).unwrap();
+            MountGuard(mnt.clone())
+        };
         let grown = mount::fs_usage(&mnt).unwrap();
         assert!(grown.total_bytes > 100 * MIB, "{grown:?}");
-        // Growing again when already full size must be harmless.
         grow_filesystem(&dev.0, &mnt, FsType::Ext4).unwrap();
         assert_eq!(std::fs::read(mnt.join("hello")).unwrap(), b"world");
 
@@ -232,6 +318,29 @@ mod tests {
         let dev_path = dev.0.clone();
         drop(dev);
         assert!(!loopdev::attached_devices(&img).unwrap().contains(&dev_path));
+    }
+
+    #[test]
+    fn offline_growth_of_image_file() {
+        if let Some(why) = skip_reason(&["mkfs.ext4", "e2fsck", "resize2fs"]) {
+            eprintln!("skipping offline_growth_of_image_file: {why}");
+            return;
+        }
+        let td = tempfile::tempdir().unwrap();
+        let img = td.path().join("vol.img");
+        create_sparse(&img, 32 * MIB).unwrap();
+        make_filesystem(&img, FsType::Ext4).unwrap();
+        grow_file(&img, 96 * MIB).unwrap();
+        grow_filesystem_offline(&img, FsType::Ext4).unwrap();
+        // The ext4 superblock block count (offset 1024+4, u32 LE, 4 KiB blocks here) covers the file.
+        let sb = std::fs::read(&img).unwrap();
+        let blocks = u32::from_le_bytes(sb[1028..1032].try_into().unwrap()) as u64;
+        let log_block = u32::from_le_bytes(sb[1048..1052].try_into().unwrap());
+        assert_eq!(blocks * (1024 << log_block), 96 * MIB);
+        assert!(matches!(
+            grow_filesystem_offline(&img, FsType::Xfs),
+            Err(StorageError::Unsupported { .. })
+        ));
     }
 
     #[test]

@@ -20,7 +20,12 @@ pub fn attach(image: &Path) -> Result<PathBuf> {
     let _guard = ATTACH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let mut attempt = 1;
     loop {
-        let args = ["--find".as_ref(), "--show".as_ref(), "--direct-io=off".as_ref(), image.as_os_str()];
+        let args = [
+            "--find".as_ref(),
+            "--show".as_ref(),
+            "--direct-io=off".as_ref(),
+            image.as_os_str(),
+        ];
         match run("losetup", args) {
             Ok(out) => {
                 let dev = out.trim();
@@ -56,7 +61,11 @@ pub fn detach(device: &Path) -> Result<()> {
         return Ok(());
     }
     match run("losetup", ["-d".as_ref(), device.as_os_str()]) {
-        Err(StorageError::Command { stderr, .. }) if stderr.contains("No such device or address") => Ok(()),
+        Err(StorageError::Command { stderr, .. })
+            if stderr.contains("No such device or address") =>
+        {
+            Ok(())
+        }
         other => other.map(drop),
     }
 }
@@ -112,7 +121,9 @@ mod tests {
         assert!(is_attach_race(
             "losetup: /x.img: failed to set up loop device: Device or resource busy"
         ));
-        assert!(!is_attach_race("losetup: /x.img: failed to open: No such file"));
+        assert!(!is_attach_race(
+            "losetup: /x.img: failed to open: No such file"
+        ));
     }
 
     #[test]
@@ -153,6 +164,10 @@ mod tests {
         std::mem::forget(dev);
         assert!(attached_devices(&img).unwrap().is_empty());
         // Detaching `path` again is not tested: a parallel test may own it by now.
-        assert!(attached_devices(&td.path().join("missing.img")).unwrap().is_empty());
+        assert!(
+            attached_devices(&td.path().join("missing.img"))
+                .unwrap()
+                .is_empty()
+        );
     }
 }

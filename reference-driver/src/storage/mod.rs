@@ -33,6 +33,15 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel refuses `op` without `capability` (e.g. online ext4 resize
+    /// needs CAP_SYS_RESOURCE, which some containers drop).
+    #[error("{op} needs {capability}, which this process lacks")]
+    MissingCapability {
+        op: &'static str,
+        capability: &'static str,
+    },
+    #[error("{op} is not supported for {fs}")]
+    Unsupported { op: &'static str, fs: FsType },
     /// The source shrank while it was being copied; the copy is incomplete.
     #[error("source {path} ended at {offset} bytes while copying, expected {expected}")]
     SourceTruncated {
@@ -106,9 +115,22 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_accepting(program, args, &[0])
+}
+
+/// Like `run`, but any exit code in `accept` counts as success (e2fsck uses
+/// 1 for "errors fixed").
+pub(crate) fn run_accepting<I, S>(program: &str, args: I, accept: &[i32]) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<S> = args.into_iter().collect();
     let command = std::iter::once(program.to_string())
-        .chain(args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()))
+        .chain(
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned()),
+        )
         .collect::<Vec<_>>()
         .join(" ");
     tracing::debug!(%command, "running");
@@ -117,7 +139,7 @@ where
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| StorageError::io("spawn", Path::new(program), e))?;
-    if output.status.success() {
+    if output.status.code().is_some_and(|c| accept.contains(&c)) {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
     let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();

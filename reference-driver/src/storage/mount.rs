@@ -27,7 +27,11 @@ fn mount_err(device: &Path, target: &Path, fstype: &'static str, e: Errno) -> St
 
 /// Mounts `device` (formatted as `fs`) on `target`.
 pub fn mount_filesystem(device: &Path, target: &Path, fs: FsType, readonly: bool) -> Result<()> {
-    let flags = if readonly { MountFlags::RDONLY } else { MountFlags::empty() };
+    let flags = if readonly {
+        MountFlags::RDONLY
+    } else {
+        MountFlags::empty()
+    };
     // A clone of an XFS image carries its source's UUID, and XFS refuses to
     // mount a second filesystem with a UUID already mounted.
     let data: Option<&CStr> = match fs {
@@ -55,10 +59,10 @@ pub fn bind_mount(source: &Path, target: &Path, readonly: bool) -> Result<()> {
             rustix::mount::mount_remount(target, flags, "")
                 .map_err(|e| mount_err(source, target, "bind", e))
         });
-    if remount.is_err() {
-        if let Err(e) = unmount(target) {
-            tracing::error!(target = %target.display(), error = %e, "undoing failed read-only bind");
-        }
+    if remount.is_err()
+        && let Err(e) = unmount(target)
+    {
+        tracing::error!(target = %target.display(), error = %e, "undoing failed read-only bind");
     }
     remount
 }
@@ -118,7 +122,9 @@ fn unescape(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {
-        let octal = field.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match (field[i], octal) {
             (b'\\', Some(d)) => {
                 let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
@@ -182,10 +188,14 @@ mod tests {
 
     #[test]
     fn parses_mountinfo_field_five() {
-        let info = b"36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw\n\
+        let info =
+            b"36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw\n\
                      37 35 98:0 / /data rw - ext4 /dev/sda1 rw\n";
         let mps: Vec<_> = mount_points(info).collect();
-        assert_eq!(mps, vec![PathBuf::from("/mnt/with space"), PathBuf::from("/data")]);
+        assert_eq!(
+            mps,
+            vec![PathBuf::from("/mnt/with space"), PathBuf::from("/data")]
+        );
     }
 
     #[test]
@@ -196,7 +206,11 @@ mod tests {
         assert!(!is_mount_point(td.path()).unwrap());
         assert!(!is_mount_point(&td.path().join("missing")).unwrap());
         let u = fs_usage(td.path()).unwrap();
-        assert!(u.total_bytes > 0 && u.available_bytes <= u.total_bytes && u.used_bytes <= u.total_bytes);
+        assert!(
+            u.total_bytes > 0
+                && u.available_bytes <= u.total_bytes
+                && u.used_bytes <= u.total_bytes
+        );
         assert_eq!(u.used_inodes, u.total_inodes - u.free_inodes);
         sync_filesystem(td.path()).unwrap();
         assert!(fs_usage(&td.path().join("missing")).is_err());
@@ -224,7 +238,12 @@ mod tests {
         bind_mount(&dev.0, &target, false).unwrap();
         let m = MountGuard(target.clone());
         assert!(is_mount_point(&target).unwrap());
-        assert!(std::fs::metadata(&target).unwrap().file_type().is_block_device());
+        assert!(
+            std::fs::metadata(&target)
+                .unwrap()
+                .file_type()
+                .is_block_device()
+        );
         assert_eq!(loopdev::device_size(&target).unwrap(), 16 * 1024 * 1024);
         drop(m);
         assert!(!is_mount_point(&target).unwrap());
@@ -257,7 +276,11 @@ mod tests {
         // An open file keeps it busy: retries then give up with the error.
         let open = File::open(target.join("f")).unwrap();
         match unmount(&target) {
-            Err(StorageError::Io { op: "unmount", source, .. }) => {
+            Err(StorageError::Io {
+                op: "unmount",
+                source,
+                ..
+            }) => {
                 assert_eq!(source.raw_os_error(), Some(libc::EBUSY));
             }
             other => panic!("expected EBUSY, got {other:?}"),
@@ -275,7 +298,8 @@ mod tests {
             return;
         }
         let td = tempfile::tempdir().unwrap();
-        let err = mount_filesystem(&td.path().join("nodev"), td.path(), FsType::Ext4, true).unwrap_err();
+        let err =
+            mount_filesystem(&td.path().join("nodev"), td.path(), FsType::Ext4, true).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("nodev") && msg.contains("ext4"), "{msg}");
         assert!(std::error::Error::source(&err).is_some());

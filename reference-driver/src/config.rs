@@ -26,10 +26,12 @@ pub enum Feature {
     GetCapacity,
     /// GET_VOLUME (ControllerGetVolume).
     GetVolume,
+    /// GET_SNAPSHOT (GetSnapshot).
+    GetSnapshot,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 7] = [
+    pub const ALL: [Feature; 8] = [
         Feature::Clone,
         Feature::Snapshot,
         Feature::ListVolumes,
@@ -37,6 +39,7 @@ impl Feature {
         Feature::Expand,
         Feature::GetCapacity,
         Feature::GetVolume,
+        Feature::GetSnapshot,
     ];
 }
 
@@ -85,6 +88,7 @@ impl DriverConfig {
             (Feature::Expand, ControllerRpc::ExpandVolume),
             (Feature::GetCapacity, ControllerRpc::GetCapacity),
             (Feature::GetVolume, ControllerRpc::GetVolume),
+            (Feature::GetSnapshot, ControllerRpc::GetSnapshot),
         ];
         caps.extend(
             optional

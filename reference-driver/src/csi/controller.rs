@@ -299,11 +299,25 @@ impl Controller for ControllerService {
 
     async fn get_snapshot(
         &self,
-        _: Request<csi::GetSnapshotRequest>,
+        r: Request<csi::GetSnapshotRequest>,
     ) -> Reply<csi::GetSnapshotResponse> {
-        Err(Status::unimplemented(
-            "GetSnapshot: GET_SNAPSHOT is not advertised",
-        ))
+        let r = r.into_inner();
+        reply((|| {
+            self.require(Feature::GetSnapshot, "GetSnapshot")?;
+            let id = required_str(&r.snapshot_id, "snapshot_id")?;
+            let snapshot = self
+                .driver
+                .snapshots()
+                .into_iter()
+                .find(|s| s.id == id)
+                .ok_or_else(|| DriverError::NotFound {
+                    kind: "snapshot",
+                    id: id.to_string(),
+                })?;
+            Ok(csi::GetSnapshotResponse {
+                snapshot: Some(convert::to_snapshot(&snapshot)),
+            })
+        })())
     }
 
     async fn controller_expand_volume(

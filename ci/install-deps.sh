@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the tests and peer lanes need on a fresh Debian machine: filesystem tools
+# from apt, and upstream peers with `go install` at pinned versions into a cache outside the
+# repository. Idempotent: a second run installs nothing.
+set -euo pipefail
+
+PEERS_BIN="${PEERS_BIN:-$HOME/.cache/csi-clone-conformance/bin}"
+CSI_SANITY_VERSION="${CSI_SANITY_VERSION:-v5.6.0}"
+
+need_apt=()
+for tool in mkfs.ext4:e2fsprogs resize2fs:e2fsprogs mkfs.xfs:xfsprogs xfs_growfs:xfsprogs \
+    losetup:mount python3:python3; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool#*:}")
+done
+if ((${#need_apt[@]})); then
+    echo "ci: installing ${need_apt[*]} from apt" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+mkdir -p "$PEERS_BIN"
+stamp="$PEERS_BIN/.csi-sanity-$CSI_SANITY_VERSION"
+if [[ ! -x "$PEERS_BIN/csi-sanity" || ! -e "$stamp" ]]; then
+    echo "ci: go install csi-sanity@$CSI_SANITY_VERSION" >&2
+    GOTOOLCHAIN=local GOFLAGS=-mod=mod GOBIN="$PEERS_BIN" \
+        go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$CSI_SANITY_VERSION"
+    rm -f "$PEERS_BIN"/.csi-sanity-*
+    touch "$stamp"
+fi
+echo "ci: peers in $PEERS_BIN: $(ls "$PEERS_BIN" | tr '\n' ' ')" >&2

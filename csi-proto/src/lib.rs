@@ -22,6 +22,8 @@ pub mod v1 {
     tonic::include_proto!("csi.v1");
 }
 
+pub mod transport;
+
 /// The CSI specification version these definitions follow.
 pub const CSI_SPEC_VERSION: &str = "1.12.0";
 

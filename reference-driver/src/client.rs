@@ -5,22 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use csi_proto::v1::{
-    controller_client::ControllerClient, identity_client::IdentityClient, node_client::NodeClient,
-};
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint as TonicEndpoint, Uri};
-
-use crate::server::Endpoint;
+pub use csi_proto::transport::{CsiClients, Endpoint, connect};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("connect to {endpoint}")]
-    Connect {
-        endpoint: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
     #[error("start {binary}")]
     Spawn {
         binary: PathBuf,
@@ -29,48 +17,6 @@ pub enum ClientError {
     },
     #[error("driver at {endpoint} did not answer Probe within {waited:?}")]
     NotReady { endpoint: String, waited: Duration },
-}
-
-/// One channel, cloned into the three service clients.
-#[derive(Clone)]
-pub struct CsiClients {
-    pub identity: IdentityClient<Channel>,
-    pub controller: ControllerClient<Channel>,
-    pub node: NodeClient<Channel>,
-}
-
-pub async fn connect(endpoint: &Endpoint) -> Result<CsiClients, ClientError> {
-    let channel = match endpoint {
-        Endpoint::Unix(path) => {
-            let path = path.clone();
-            // The URI is a placeholder: the connector dials the socket path.
-            TonicEndpoint::from_static("http://[::1]:50051")
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(
-                            tokio::net::UnixStream::connect(path).await?,
-                        ))
-                    }
-                }))
-                .await
-        }
-        Endpoint::Tcp(address) => {
-            TonicEndpoint::from_shared(format!("http://{address}"))
-                .expect("validated endpoint")
-                .connect()
-                .await
-        }
-    }
-    .map_err(|source| ClientError::Connect {
-        endpoint: endpoint.to_string(),
-        source,
-    })?;
-    Ok(CsiClients {
-        identity: IdentityClient::new(channel.clone()),
-        controller: ControllerClient::new(channel.clone()),
-        node: NodeClient::new(channel),
-    })
 }
 
 /// The reference driver as a child process on a unix socket; SIGTERM on drop.

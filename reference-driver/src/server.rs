@@ -10,19 +10,13 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
+pub use csi_proto::transport::Endpoint;
+
 use crate::core::Driver;
 use crate::csi::{controller::ControllerService, identity::IdentityService, node::NodeService};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    Unix(PathBuf),
-    Tcp(String),
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("endpoint {0:?}: expected unix:///absolute/path or tcp://host:port")]
-    BadEndpoint(String),
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
     #[error("bind {endpoint}")]
@@ -33,39 +27,6 @@ pub enum ServeError {
     },
     #[error("serve")]
     Transport(#[from] tonic::transport::Error),
-}
-
-impl std::str::FromStr for Endpoint {
-    type Err = ServeError;
-
-    fn from_str(text: &str) -> Result<Self, ServeError> {
-        let bad = || ServeError::BadEndpoint(text.to_string());
-        if let Some(path) = text.strip_prefix("unix://") {
-            if !path.starts_with('/') {
-                return Err(bad());
-            }
-            return Ok(Endpoint::Unix(PathBuf::from(path)));
-        }
-        if let Some(address) = text.strip_prefix("tcp://") {
-            if address
-                .rsplit_once(':')
-                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-            {
-                return Err(bad());
-            }
-            return Ok(Endpoint::Tcp(address.to_string()));
-        }
-        Err(bad())
-    }
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
-            Endpoint::Tcp(address) => write!(f, "tcp://{address}"),
-        }
-    }
 }
 
 async fn shutdown_signal() {
@@ -135,31 +96,5 @@ fn remove_stale_socket(path: &std::path::Path) -> Result<(), ServeError> {
         }
         Ok(_) => Err(ServeError::NotASocket(path.to_path_buf())),
         Err(_) => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_parse_strictly() {
-        assert_eq!(
-            "unix:///tmp/csi.sock".parse::<Endpoint>().unwrap(),
-            Endpoint::Unix("/tmp/csi.sock".into())
-        );
-        assert_eq!(
-            "tcp://127.0.0.1:10000".parse::<Endpoint>().unwrap(),
-            Endpoint::Tcp("127.0.0.1:10000".into())
-        );
-        for bad in [
-            "unix://relative.sock",
-            "/tmp/csi.sock",
-            "tcp://127.0.0.1",
-            "tcp://:80",
-            "http://x:1",
-        ] {
-            assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
-        }
     }
 }

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use clap::builder::PossibleValuesParser;
-use csi_proto::v1 as csi;
 use csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode};
 use csi::volume_content_source::{Type as SourceType, VolumeSource};
+use csi_proto::v1 as csi;
 use reference_driver::client::{CsiClients, DriverProcess};
 use reference_driver::storage::copy::reflink_supported;
 use serde::Serialize;
@@ -108,7 +108,10 @@ async fn main() -> Result<()> {
         .with_context(|| format!("creating {}", args.work_dir.display()))?;
     let work_fs = command("findmnt", &["-no", "FSTYPE", "--target"], &[&args.work_dir])?;
     if work_fs.trim() == "tmpfs" {
-        bail!("--work-dir {} is on tmpfs; pick a directory on disk", args.work_dir.display());
+        bail!(
+            "--work-dir {} is on tmpfs; pick a directory on disk",
+            args.work_dir.display()
+        );
     }
     let work_fs = work_fs.trim().to_string();
 
@@ -125,23 +128,40 @@ async fn main() -> Result<()> {
             run_on_xfs(&args, &driver_bin, name).await
         } else {
             let root = args.work_dir.join(name);
-            run_scenario(&args, &driver_bin, name, &root, &format!("{work_fs} (work dir)")).await
+            run_scenario(
+                &args,
+                &driver_bin,
+                name,
+                &root,
+                &format!("{work_fs} (work dir)"),
+            )
+            .await
         };
         let outcome = result.unwrap_or_else(|e| {
             tracing::error!(scenario = name, error = format!("{e:#}"), "scenario failed");
             skipped(name, format!("failed: {e:#}"))
         });
-        tracing::info!(scenario = name, secs = t0.elapsed().as_secs_f64(), "scenario done");
+        tracing::info!(
+            scenario = name,
+            secs = t0.elapsed().as_secs_f64(),
+            "scenario done"
+        );
         outcomes.push(outcome);
     }
-    eprintln!("clone-bench: all scenarios took {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "clone-bench: all scenarios took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     print!("{}", markdown_table(&outcomes));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&outcomes)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("clone-bench: wrote {}", path.display());
     }
-    if outcomes.iter().any(|o| matches!(&o.skipped, Some(r) if r.starts_with("failed"))) {
+    if outcomes
+        .iter()
+        .any(|o| matches!(&o.skipped, Some(r) if r.starts_with("failed")))
+    {
         bail!("some scenarios failed (see the table)");
     }
     Ok(())
@@ -205,14 +225,29 @@ async fn fs_dense(s: &mut Session, reps: usize) -> Result<Outcome> {
     let mut times = Vec::new();
     let mut clones = Vec::new();
     for i in 0..reps {
-        let (id, took) = s.create(&format!("clone-{i}"), size, false, Some(&src)).await?;
+        let (id, took) = s
+            .create(&format!("clone-{i}"), size, false, Some(&src))
+            .await?;
         eprintln!("clone-bench:   clone {i}: {:.3} s", took.as_secs_f64());
         times.push(took);
         clones.push(id);
     }
     let hash = s.hash_mount_file(&clones[0]).await?;
-    ensure!(hash == src_hash, "clone {} differs from its source: {hash} != {src_hash}", clones[0]);
-    Ok(summary(s, size, data_bytes, &src, &clones[0], &times, None, "sha256 1/1 equal"))
+    ensure!(
+        hash == src_hash,
+        "clone {} differs from its source: {hash} != {src_hash}",
+        clones[0]
+    );
+    Ok(summary(
+        s,
+        size,
+        data_bytes,
+        &src,
+        &clones[0],
+        &times,
+        None,
+        "sha256 1/1 equal",
+    ))
 }
 
 async fn block_sparse(s: &mut Session, reps: usize) -> Result<Outcome> {
@@ -240,7 +275,9 @@ async fn block_sparse(s: &mut Session, reps: usize) -> Result<Outcome> {
     let mut times = Vec::new();
     let mut clones = Vec::new();
     for i in 0..reps {
-        let (id, took) = s.create(&format!("clone-{i}"), size, true, Some(&src)).await?;
+        let (id, took) = s
+            .create(&format!("clone-{i}"), size, true, Some(&src))
+            .await?;
         eprintln!("clone-bench:   clone {i}: {:.3} s", took.as_secs_f64());
         times.push(took);
         clones.push(id);
@@ -257,7 +294,16 @@ async fn block_sparse(s: &mut Session, reps: usize) -> Result<Outcome> {
         ensure!(x == y, "clone differs from source at MiB {slot}");
     }
     let verified = format!("{writes} written MiB equal");
-    Ok(summary(s, size, writes * MIB, &src, &clones[0], &times, None, &verified))
+    Ok(summary(
+        s,
+        size,
+        writes * MIB,
+        &src,
+        &clones[0],
+        &times,
+        None,
+        &verified,
+    ))
 }
 
 async fn concurrent(s: &mut Session, count: usize) -> Result<Outcome> {
@@ -272,7 +318,10 @@ async fn concurrent(s: &mut Session, count: usize) -> Result<Outcome> {
             tokio::spawn(async move {
                 let t0 = Instant::now();
                 let response = controller.create_volume(request).await?.into_inner();
-                let id = response.volume.context("CreateVolume returned no volume")?.volume_id;
+                let id = response
+                    .volume
+                    .context("CreateVolume returned no volume")?
+                    .volume_id;
                 anyhow::Ok((id, t0.elapsed()))
             })
         })
@@ -295,7 +344,10 @@ async fn concurrent(s: &mut Session, count: usize) -> Result<Outcome> {
     if let Some(e) = first_error {
         return Err(e.context("a concurrent clone failed"));
     }
-    eprintln!("clone-bench:   {count} clones in {:.3} s", wall.as_secs_f64());
+    eprintln!(
+        "clone-bench:   {count} clones in {:.3} s",
+        wall.as_secs_f64()
+    );
     // Hashing all 20 would triple the scenario's run time; first, middle and last suffice.
     let picks = [0, count / 2, count - 1];
     for &i in &picks {
@@ -303,12 +355,25 @@ async fn concurrent(s: &mut Session, count: usize) -> Result<Outcome> {
         ensure!(hash == src_hash, "clone-{i} differs from the source");
     }
     let verified = format!("sha256 {}/{count} equal", picks.len());
-    Ok(summary(s, size, data_bytes, &src, &clones[0], &times, Some(wall), &verified))
+    Ok(summary(
+        s,
+        size,
+        data_bytes,
+        &src,
+        &clones[0],
+        &times,
+        Some(wall),
+        &verified,
+    ))
 }
 
 /// Creates an ext4 mount volume and fills one file in it with up to `want` bytes of
 /// non-repeating data (less if the filesystem has less room). Returns (id, bytes, sha256).
-async fn dense_mount_source(s: &mut Session, size: u64, want: u64) -> Result<(String, u64, String)> {
+async fn dense_mount_source(
+    s: &mut Session,
+    size: u64,
+    want: u64,
+) -> Result<(String, u64, String)> {
     let src = s.create("src", size, false, None).await?.0;
     let target = s.attach(&src, false).await?;
     let stat = rustix::fs::statvfs(&target)?;
@@ -354,7 +419,12 @@ fn summary(
     };
     let mib_s = |bytes: u64| bytes as f64 * factor / MIB as f64 / basis;
     Outcome {
-        method: if reflink_supported(&s.state) { "reflink" } else { "sparse copy" }.into(),
+        method: if reflink_supported(&s.state) {
+            "reflink"
+        } else {
+            "sparse copy"
+        }
+        .into(),
         volume_bytes: size,
         data_bytes,
         clones: secs.len(),
@@ -390,7 +460,11 @@ impl Session {
         if root.exists() {
             // Left by an interrupted run; refuse if anything is still mounted under it.
             let mounts = mounts_under(root)?;
-            ensure!(mounts.is_empty(), "{} still has mounts {mounts:?}; clean up first", root.display());
+            ensure!(
+                mounts.is_empty(),
+                "{} still has mounts {mounts:?}; clean up first",
+                root.display()
+            );
             std::fs::remove_dir_all(root)?;
         }
         let state = root.join("state");
@@ -429,7 +503,10 @@ impl Session {
             .with_context(|| format!("CreateVolume {name}"))?
             .into_inner();
         let took = t0.elapsed();
-        let id = response.volume.context("CreateVolume returned no volume")?.volume_id;
+        let id = response
+            .volume
+            .context("CreateVolume returned no volume")?
+            .volume_id;
         self.volumes.push(id.clone());
         Ok((id, took))
     }
@@ -449,7 +526,8 @@ impl Session {
             })
             .await
             .with_context(|| format!("NodeStageVolume {id}"))?;
-        self.attached.push((id.into(), staging.clone(), target.clone(), false));
+        self.attached
+            .push((id.into(), staging.clone(), target.clone(), false));
         self.clients
             .node
             .node_publish_volume(csi::NodePublishVolumeRequest {
@@ -467,7 +545,11 @@ impl Session {
 
     /// NodeUnpublish + NodeUnstage of a volume attached by `attach`.
     async fn detach(&mut self, id: &str) -> Result<()> {
-        let at = self.attached.iter().position(|a| a.0 == id).context("not attached")?;
+        let at = self
+            .attached
+            .iter()
+            .position(|a| a.0 == id)
+            .context("not attached")?;
         let (id, staging, target, published) = self.attached.remove(at);
         if published {
             self.clients
@@ -508,7 +590,10 @@ impl Session {
             }
         }
         for id in self.volumes.drain(..).rev() {
-            let request = csi::DeleteVolumeRequest { volume_id: id.clone(), ..Default::default() };
+            let request = csi::DeleteVolumeRequest {
+                volume_id: id.clone(),
+                ..Default::default()
+            };
             if let Err(e) = self.clients.controller.delete_volume(request).await {
                 errors.push(format!("DeleteVolume {id}: {e}"));
             }
@@ -527,22 +612,37 @@ impl Session {
 
 fn capability(block: bool) -> csi::VolumeCapability {
     csi::VolumeCapability {
-        access_mode: Some(AccessMode { mode: Mode::SingleNodeWriter as i32 }),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
         access_type: Some(if block {
             AccessType::Block(BlockVolume {})
         } else {
-            AccessType::Mount(MountVolume { fs_type: "ext4".into(), ..Default::default() })
+            AccessType::Mount(MountVolume {
+                fs_type: "ext4".into(),
+                ..Default::default()
+            })
         }),
     }
 }
 
-fn create_request(name: &str, size: u64, block: bool, source: Option<&str>) -> csi::CreateVolumeRequest {
+fn create_request(
+    name: &str,
+    size: u64,
+    block: bool,
+    source: Option<&str>,
+) -> csi::CreateVolumeRequest {
     csi::CreateVolumeRequest {
         name: format!("bench-{name}"),
-        capacity_range: Some(csi::CapacityRange { required_bytes: size as i64, limit_bytes: 0 }),
+        capacity_range: Some(csi::CapacityRange {
+            required_bytes: size as i64,
+            limit_bytes: 0,
+        }),
         volume_capabilities: vec![capability(block)],
         volume_content_source: source.map(|id| csi::VolumeContentSource {
-            r#type: Some(SourceType::Volume(VolumeSource { volume_id: id.into() })),
+            r#type: Some(SourceType::Volume(VolumeSource {
+                volume_id: id.into(),
+            })),
         }),
         ..Default::default()
     }
@@ -568,14 +668,23 @@ impl XfsLoop {
             image.display(),
             mount.display()
         );
-        let mut xfs = XfsLoop { image, mount, device: None, mounted: false };
+        let mut xfs = XfsLoop {
+            image,
+            mount,
+            device: None,
+            mounted: false,
+        };
         // Each step records what it did, so Drop undoes exactly that if a later step fails.
         std::fs::File::create_new(&xfs.image)?.set_len(24 * GIB)?;
         command("mkfs.xfs", &["-q", "-m", "reflink=1"], &[&xfs.image])?;
         let device = command("losetup", &["--find", "--show"], &[&xfs.image])?;
         xfs.device = Some(PathBuf::from(device.trim()));
         std::fs::create_dir_all(&xfs.mount)?;
-        command("mount", &[], &[xfs.device.as_ref().expect("set"), &xfs.mount])?;
+        command(
+            "mount",
+            &[],
+            &[xfs.device.as_ref().expect("set"), &xfs.mount],
+        )?;
         xfs.mounted = true;
         tracing::info!(device = ?xfs.device, mount = %xfs.mount.display(), "xfs reflink filesystem ready");
         Ok(xfs)
@@ -635,11 +744,17 @@ fn have_tool(name: &str) -> bool {
 /// sha256sum is coreutils and fast; avoids a hashing dependency for the bin.
 fn sha256(path: &Path) -> Result<String> {
     let out = command("sha256sum", &[], &[path])?;
-    Ok(out.split_whitespace().next().unwrap_or_default().to_string())
+    Ok(out
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string())
 }
 
 fn allocated(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.blocks() * 512).unwrap_or(0)
+    std::fs::metadata(path)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
 }
 
 fn path_str(path: &Path) -> String {
@@ -659,13 +774,19 @@ fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn is_mount_point(dir: &Path) -> Result<bool> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(info.lines().any(|l| l.split(' ').nth(4) == Some(&*path_str(dir))))
+    Ok(info
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*path_str(dir))))
 }
 
 /// Loop devices whose backing file lies below `dir`.
 fn loops_backed_under(dir: &Path) -> Vec<PathBuf> {
-    let list = command("losetup", &["--list", "--noheadings", "--output", "NAME,BACK-FILE"], &[])
-        .unwrap_or_default();
+    let list = command(
+        "losetup",
+        &["--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+        &[],
+    )
+    .unwrap_or_default();
     list.lines()
         .filter_map(|l| l.split_once(' '))
         .filter(|(_, back)| Path::new(back.trim()).starts_with(dir))
@@ -694,7 +815,9 @@ struct Filler {
 impl Filler {
     fn new(seed: u64) -> Filler {
         let mut rng = XorShift(seed | 1);
-        let buf = (0..MIB / 8).flat_map(|_| rng.next().to_le_bytes()).collect();
+        let buf = (0..MIB / 8)
+            .flat_map(|_| rng.next().to_le_bytes())
+            .collect();
         Filler { buf, count: 0 }
     }
 
@@ -723,7 +846,10 @@ fn markdown_table(outcomes: &[Outcome]) -> String {
     );
     for o in outcomes {
         if let Some(reason) = &o.skipped {
-            out += &format!("| {} | | skipped | | | | {reason} | | | | | |\n", o.scenario);
+            out += &format!(
+                "| {} | | skipped | | | | {reason} | | | | | |\n",
+                o.scenario
+            );
             continue;
         }
         out += &format!(

@@ -1,1 +1,16 @@
-//! Conformance engine: targets, tracking client, data plane, runner (work in progress, issue 3).
+//! The conformance engine: targets, one tracking client (the ledger), the data plane, typed
+//! cases and the runner that emits events to the report writers. It knows no specific case
+//! (those live in `suites`) and never depends on the driver it tests.
+
+pub mod case;
+pub mod context;
+pub mod data;
+pub mod exit;
+pub mod ledger;
+pub mod plan;
+pub mod profile;
+pub mod progress;
+pub mod rpc;
+pub mod runner;
+pub mod steps;
+pub mod target;

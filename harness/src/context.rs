@@ -1,0 +1,285 @@
+//! The per-case context: clients on the run's one channel, the profile, a seed, a sandbox dir,
+//! unique names, and an RPC trace that ends up in the report.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use csi::volume_capability::{
+    AccessMode, AccessType as ProtoAccess, BlockVolume, MountVolume, access_mode::Mode,
+};
+use csi::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
+use csi_proto::transport::CsiClients;
+use csi_proto::v1 as csi;
+
+use crate::ledger::Ledger;
+use crate::profile::DriverProfile;
+
+/// Access type of a volume (the CSI-level volumeMode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    Mount,
+    Block,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Access::Mount => "mount",
+            Access::Block => "block",
+        })
+    }
+}
+
+/// A content source as a case names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceRef {
+    Volume(String),
+    Snapshot(String),
+}
+
+impl SourceRef {
+    pub fn to_proto(&self) -> csi::VolumeContentSource {
+        let r#type = match self {
+            SourceRef::Volume(id) => SourceType::Volume(VolumeSource {
+                volume_id: id.clone(),
+            }),
+            SourceRef::Snapshot(id) => SourceType::Snapshot(SnapshotSource {
+                snapshot_id: id.clone(),
+            }),
+        };
+        csi::VolumeContentSource {
+            r#type: Some(r#type),
+        }
+    }
+
+    /// What a response's `content_source` says, in the same terms (None if absent or unset).
+    pub fn from_proto(source: Option<&csi::VolumeContentSource>) -> Option<SourceRef> {
+        match source?.r#type.as_ref()? {
+            SourceType::Volume(v) => Some(SourceRef::Volume(v.volume_id.clone())),
+            SourceType::Snapshot(s) => Some(SourceRef::Snapshot(s.snapshot_id.clone())),
+        }
+    }
+}
+
+impl std::fmt::Display for SourceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceRef::Volume(id) => write!(f, "volume:{id}"),
+            SourceRef::Snapshot(id) => write!(f, "snapshot:{id}"),
+        }
+    }
+}
+
+/// Settings of the whole run that cases read.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    pub seed: u64,
+    pub parallel_clones: usize,
+    /// Short random tag in every name this run creates, so runs never collide.
+    pub run_tag: String,
+    /// Parent of the per-case sandboxes (staging and target paths).
+    pub work_dir: PathBuf,
+}
+
+#[derive(Clone)]
+pub struct CaseCtx {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    controller: CsiClients,
+    node: CsiClients,
+    profile: Arc<DriverProfile>,
+    settings: Arc<RunSettings>,
+    ledger: Arc<Ledger>,
+    owner: usize,
+    seed: u64,
+    sandbox: PathBuf,
+    names: AtomicUsize,
+    trace: Mutex<Vec<String>>,
+}
+
+impl CaseCtx {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        controller: CsiClients,
+        node: CsiClients,
+        profile: Arc<DriverProfile>,
+        settings: Arc<RunSettings>,
+        ledger: Arc<Ledger>,
+        owner: usize,
+        case_id: &str,
+    ) -> CaseCtx {
+        // Per-case seed: stable for a given run seed and case, so one case replays alone.
+        let seed = settings.seed ^ fnv1a(case_id.as_bytes());
+        let sandbox = settings.work_dir.join(format!("case-{owner:03}"));
+        CaseCtx {
+            inner: Arc::new(Inner {
+                controller,
+                node,
+                profile,
+                settings,
+                ledger,
+                owner,
+                seed,
+                sandbox,
+                names: AtomicUsize::new(0),
+                trace: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn profile(&self) -> &DriverProfile {
+        &self.inner.profile
+    }
+
+    pub fn settings(&self) -> &RunSettings {
+        &self.inner.settings
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.inner.seed
+    }
+
+    /// A seed for the n-th dataset of this case.
+    pub fn seed_for(&self, n: u64) -> u64 {
+        self.inner
+            .seed
+            .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    pub(crate) fn controller(
+        &self,
+    ) -> csi::controller_client::ControllerClient<tonic::transport::Channel> {
+        self.inner.controller.controller.clone()
+    }
+
+    pub(crate) fn identity(
+        &self,
+    ) -> csi::identity_client::IdentityClient<tonic::transport::Channel> {
+        self.inner.controller.identity.clone()
+    }
+
+    pub(crate) fn node(&self) -> csi::node_client::NodeClient<tonic::transport::Channel> {
+        self.inner.node.node.clone()
+    }
+
+    pub(crate) fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
+    }
+
+    pub(crate) fn owner(&self) -> usize {
+        self.inner.owner
+    }
+
+    /// A fresh directory inside this case's sandbox.
+    pub fn sandbox_dir(&self, what: &str) -> std::io::Result<PathBuf> {
+        let n = self.inner.names.fetch_add(1, Ordering::Relaxed);
+        let dir = self.inner.sandbox.join(format!("{what}-{n}"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// A fresh object name, unique across runs and cases; at most 63 characters.
+    pub fn unique_name(&self, what: &str) -> String {
+        let n = self.inner.names.fetch_add(1, Ordering::Relaxed);
+        let mut name = format!(
+            "csiclone-{}-c{}-{what}-{n}",
+            self.inner.settings.run_tag, self.inner.owner
+        );
+        name.truncate(63);
+        name
+    }
+
+    pub fn trace(&self, line: impl Into<String>) {
+        let line = line.into();
+        tracing::debug!(case = self.inner.owner, "{line}");
+        self.inner
+            .trace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(line);
+    }
+
+    pub fn take_trace(&self) -> Vec<String> {
+        std::mem::take(&mut *self.inner.trace.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn secrets(&self) -> HashMap<String, String> {
+        self.inner
+            .profile
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_secs(self.inner.profile.timeouts.rpc_secs)
+    }
+
+    pub fn clone_timeout(&self) -> Duration {
+        Duration::from_secs(self.inner.profile.timeouts.clone_secs)
+    }
+
+    /// The test volume size from the profile.
+    pub fn volume_size(&self) -> u64 {
+        self.inner.profile.sizes.volume_bytes
+    }
+
+    pub fn capability(&self, access: Access) -> csi::VolumeCapability {
+        let access_type = match access {
+            Access::Block => ProtoAccess::Block(BlockVolume {}),
+            Access::Mount => ProtoAccess::Mount(MountVolume {
+                fs_type: self.inner.profile.fs_type.clone().unwrap_or_default(),
+                mount_flags: Vec::new(),
+                volume_mount_group: String::new(),
+            }),
+        };
+        csi::VolumeCapability {
+            access_type: Some(access_type),
+            access_mode: Some(AccessMode {
+                mode: Mode::SingleNodeWriter as i32,
+            }),
+        }
+    }
+
+    /// A CreateVolume request with the profile's parameters and secrets.
+    pub fn volume_request(
+        &self,
+        name: &str,
+        access: Access,
+        capacity: Option<(u64, u64)>,
+        source: Option<&SourceRef>,
+    ) -> csi::CreateVolumeRequest {
+        csi::CreateVolumeRequest {
+            name: name.to_string(),
+            capacity_range: capacity.map(|(required, limit)| csi::CapacityRange {
+                required_bytes: required as i64,
+                limit_bytes: limit as i64,
+            }),
+            volume_capabilities: vec![self.capability(access)],
+            parameters: self
+                .inner
+                .profile
+                .parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            secrets: self.secrets(),
+            volume_content_source: source.map(SourceRef::to_proto),
+            accessibility_requirements: None,
+            mutable_parameters: HashMap::new(),
+        }
+    }
+}
+
+/// FNV-1a: a tiny stable hash for deriving per-case seeds (std's hasher is randomised).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,31 @@
+//! The one table of exit codes of `csi-clone-conformance` (also in README.md and docs/cli.md).
+
+/// Every selected case passed (skips allowed) and nothing leaked.
+pub const PASSED: i32 = 0;
+/// Bad command line.
+pub const USAGE: i32 = 2;
+/// The driver profile or testdriver file is invalid.
+pub const PROFILE: i32 = 3;
+/// The target could not be started or did not answer Probe.
+pub const UNREACHABLE: i32 = 4;
+/// Filters selected no case.
+pub const NOTHING_SELECTED: i32 = 5;
+/// No conformance failure, but the harness or the machine failed some case (or reports could
+/// not be written): the verdict is incomplete.
+pub const HARNESS_ERROR: i32 = 6;
+/// At least one conformance failure (or a leak): the libtest convention.
+pub const FAILURES: i32 = 101;
+/// Interrupted (Ctrl-C) after cleaning up.
+pub const INTERRUPTED: i32 = 130;
+
+/// The exit code a finished run deserves.
+pub fn for_report(report: &reports::RunReport) -> i32 {
+    let counts = report.counts();
+    if counts.failed > 0 || !report.leaks.is_empty() {
+        FAILURES
+    } else if counts.errors > 0 {
+        HARNESS_ERROR
+    } else {
+        PASSED
+    }
+}

@@ -1,0 +1,81 @@
+//! Which cases run: libtest-style selection (filters, `--skip`, `--exact`) and requirement
+//! checks against the profile. Offline: nothing here talks to a driver.
+
+use crate::case::{Case, Suite};
+use crate::profile::DriverProfile;
+
+/// libtest semantics: a case is selected if any filter matches (substring, or whole name with
+/// `exact`) or there are no filters, and no skip pattern matches.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub filters: Vec<String>,
+    pub skip: Vec<String>,
+    pub exact: bool,
+}
+
+impl Selection {
+    pub fn selects(&self, name: &str) -> bool {
+        let matches = |pattern: &String| {
+            if self.exact {
+                name == pattern
+            } else {
+                name.contains(pattern.as_str())
+            }
+        };
+        (self.filters.is_empty() || self.filters.iter().any(matches))
+            && !self.skip.iter().any(matches)
+    }
+}
+
+/// A selected case with its full name and, if a requirement is unmet, why it is skipped.
+#[derive(Clone)]
+pub struct Planned {
+    /// `suite::group::behaviour`.
+    pub name: String,
+    pub suite: &'static str,
+    pub case: Case,
+    pub skip_reason: Option<String>,
+}
+
+pub fn plan(suites: &[Suite], profile: &DriverProfile, selection: &Selection) -> Vec<Planned> {
+    suites
+        .iter()
+        .flat_map(|suite| {
+            suite.cases.iter().map(move |case| Planned {
+                name: format!("{}::{}", suite.name, case.meta.id),
+                suite: suite.name,
+                case: case.clone(),
+                skip_reason: case.meta.requires.iter().find_map(|r| r.unmet(profile)),
+            })
+        })
+        .filter(|planned| selection.selects(&planned.name))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_follows_libtest() {
+        let all = Selection::default();
+        assert!(all.selects("size::clone::smaller_is_out_of_range"));
+        let filtered = Selection {
+            filters: vec!["size::".into()],
+            ..Selection::default()
+        };
+        assert!(filtered.selects("size::clone::smaller_is_out_of_range"));
+        assert!(!filtered.selects("content_source::replay::x"));
+        let skipping = Selection {
+            skip: vec!["smaller".into()],
+            ..Selection::default()
+        };
+        assert!(!skipping.selects("size::clone::smaller_is_out_of_range"));
+        let exact = Selection {
+            filters: vec!["size::clone".into()],
+            exact: true,
+            ..Selection::default()
+        };
+        assert!(!exact.selects("size::clone::smaller_is_out_of_range"));
+    }
+}

@@ -1,0 +1,680 @@
+//! The strict driver profile format, its validation, and Kubernetes quantity parsing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_saphyr::MessageFormatter;
+
+const MI: u64 = 1 << 20;
+
+/// The built-in profile of our reference driver; `reference()` parses it so the file and the
+/// code cannot drift apart.
+const REFERENCE_YAML: &str = include_str!("../../../fixtures/drivers/reference.yaml");
+
+/// What a vendor declares about the driver under test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverProfile {
+    /// Expected `GetPluginInfo` name; checked by a preflight case.
+    pub name: String,
+    pub capabilities: Capabilities,
+    #[serde(default)]
+    pub sizes: Sizes,
+    #[serde(default)]
+    pub clone: ClonePolicy,
+    /// Passed in `CreateVolumeRequest.parameters` (like StorageClass parameters).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Passed in `CreateSnapshotRequest.parameters` (like VolumeSnapshotClass parameters).
+    #[serde(default)]
+    pub snapshot_parameters: BTreeMap<String, String>,
+    /// YAML map of secrets; `load` resolves it relative to the profile file and fills `secrets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_file: Option<PathBuf>,
+    /// Never serialized, so `to_yaml` output is safe to print.
+    #[serde(skip)]
+    pub secrets: BTreeMap<String, String>,
+    /// Mount `fs_type` to request; `None` lets the driver choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_type: Option<String>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub data_plane: DataPlane,
+}
+
+/// What the vendor declares; a preflight case compares it with what the driver advertises.
+/// Every key defaults to false so that nothing is claimed by accident.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Capabilities {
+    pub clone: bool,
+    pub snapshot: bool,
+    /// Controller `EXPAND_VOLUME`.
+    pub expansion: bool,
+    pub node_expansion: bool,
+    pub list_volumes: bool,
+    pub get_volume: bool,
+    pub block: bool,
+    pub mount: bool,
+    pub stage_unstage: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sizes {
+    /// Size of test volumes.
+    #[serde(deserialize_with = "de_volume_bytes", serialize_with = "ser_bytes")]
+    pub volume_bytes: u64,
+    #[serde(deserialize_with = "de_min_bytes", serialize_with = "ser_bytes")]
+    pub min_bytes: u64,
+    /// `u64::MAX` means the driver declares no upper limit (left out of `to_yaml`).
+    #[serde(
+        deserialize_with = "de_max_bytes",
+        serialize_with = "ser_bytes",
+        skip_serializing_if = "is_unlimited"
+    )]
+    pub max_bytes: u64,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Sizes {
+            volume_bytes: 64 * MI,
+            min_bytes: 0,
+            max_bytes: u64::MAX,
+        }
+    }
+}
+
+/// A clone requested larger than its source: the spec allows `OUT_OF_RANGE` or growing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LargerClone {
+    Grow,
+    Refuse,
+    #[default]
+    Either,
+}
+
+/// Deleting a volume that has clones: OK with the clone intact, or `FAILED_PRECONDITION`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceDeletion {
+    Allowed,
+    Refused,
+    #[default]
+    Either,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClonePolicy {
+    pub larger: LargerClone,
+    pub delete_source_with_clones: SourceDeletion,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    pub rpc_secs: u64,
+    /// Longer than `rpc_secs` because some backends copy data before the clone is ready.
+    pub clone_secs: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            rpc_secs: 60,
+            clone_secs: 300,
+        }
+    }
+}
+
+/// How the harness checks volume contents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPlane {
+    /// The harness runs on the driver's node as root and reads/writes published paths directly.
+    /// The default, because content checks are the point of clone conformance.
+    #[default]
+    Local,
+    /// No data checks; they are skipped with that reason.
+    None,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}: unknown key \"{key}\" in {section} (expected one of: {expected})")]
+    UnknownKey {
+        origin: String,
+        line: u64,
+        key: String,
+        section: &'static str,
+        expected: String,
+    },
+    /// Any other YAML or type error; `at` is `origin:line:column` when the position is known.
+    #[error("{at}: {message}")]
+    Parse { at: String, message: String },
+    #[error("{origin}: invalid {field}: {reason}")]
+    Invalid {
+        origin: String,
+        field: String,
+        reason: String,
+    },
+    /// A value in an e2e driver file (or a file it points to) that cannot be used.
+    #[error("{origin}: {field}: {reason}")]
+    Field {
+        origin: String,
+        field: String,
+        reason: String,
+    },
+    #[error("{origin}: cannot read secrets_file {}", path.display())]
+    SecretsFile {
+        origin: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid quantity \"{input}\": {reason}")]
+pub struct QuantityError {
+    pub input: String,
+    pub reason: String,
+}
+
+impl DriverProfile {
+    /// Reads, parses strictly and validates a profile, then loads its secrets file.
+    pub fn load(path: &Path) -> Result<DriverProfile, ProfileError> {
+        let text = read(path)?;
+        let origin = path.display().to_string();
+        let mut profile = DriverProfile::from_yaml(&text, &origin)?;
+        if let Some(file) = &profile.secrets_file {
+            // Relative to the profile, so a profile and its secrets can move together.
+            let resolved = path.parent().unwrap_or(Path::new("")).join(file);
+            profile.secrets = load_secrets(&origin, &resolved)?;
+            profile.secrets_file = Some(resolved);
+        }
+        Ok(profile)
+    }
+
+    /// Parses and validates without touching the file system: `secrets_file` is kept as written
+    /// and `secrets` stays empty (only `load` knows what the path is relative to).
+    pub fn from_yaml(text: &str, origin: &str) -> Result<DriverProfile, ProfileError> {
+        let mut profile: DriverProfile = parse_strict(text, origin)?;
+        profile.validate(origin)?;
+        Ok(profile)
+    }
+
+    /// The profile of our reference driver, identical to `fixtures/drivers/reference.yaml`.
+    pub fn reference() -> DriverProfile {
+        DriverProfile::from_yaml(REFERENCE_YAML, "fixtures/drivers/reference.yaml")
+            .expect("the embedded reference profile is valid (checked by a unit test)")
+    }
+
+    /// Effective settings, defaults filled in, secrets left out; `from_yaml` accepts the output.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).expect("profile types serialize to YAML without error")
+    }
+
+    /// Checks what the types cannot express; shared with the e2e driver file loader.
+    pub(crate) fn validate(&mut self, origin: &str) -> Result<(), ProfileError> {
+        let invalid = |field: &str, reason: String| ProfileError::Invalid {
+            origin: origin.to_owned(),
+            field: field.to_owned(),
+            reason,
+        };
+        if self.name.trim().is_empty() {
+            return Err(invalid("name", "must not be empty".into()));
+        }
+        let s = &self.sizes;
+        if s.volume_bytes == 0 {
+            return Err(invalid(
+                "sizes",
+                "volume_bytes must be greater than zero".into(),
+            ));
+        }
+        if !(s.min_bytes <= s.volume_bytes && s.volume_bytes <= s.max_bytes) {
+            return Err(invalid(
+                "sizes",
+                format!(
+                    "need min_bytes <= volume_bytes <= max_bytes, got {} <= {} <= {}",
+                    format_quantity(s.min_bytes),
+                    format_quantity(s.volume_bytes),
+                    if is_unlimited(&s.max_bytes) {
+                        "unlimited".into()
+                    } else {
+                        format_quantity(s.max_bytes)
+                    }
+                ),
+            ));
+        }
+        if !self.capabilities.block && !self.capabilities.mount {
+            return Err(invalid(
+                "capabilities",
+                "at least one of block and mount must be true".into(),
+            ));
+        }
+        // "" and absent mean the same thing; normalise so callers test one case.
+        if self.fs_type.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            self.fs_type = None;
+        }
+        if self.fs_type.is_some() && !self.capabilities.mount {
+            return Err(invalid(
+                "fs_type",
+                "is set but capabilities.mount is false".into(),
+            ));
+        }
+        if self.timeouts.rpc_secs == 0 || self.timeouts.clone_secs == 0 {
+            return Err(invalid(
+                "timeouts",
+                "rpc_secs and clone_secs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn read(path: &Path) -> Result<String, ProfileError> {
+    std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn load_secrets(origin: &str, path: &Path) -> Result<BTreeMap<String, String>, ProfileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::SecretsFile {
+        origin: origin.to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_strict(&text, &path.display().to_string())
+}
+
+/// Strict booleans: YAML 1.1 `yes`/`on` are errors, so a typo cannot silently flip a capability.
+/// Duplicate keys are errors by default in serde-saphyr.
+fn parse_strict<T: de::DeserializeOwned>(text: &str, origin: &str) -> Result<T, ProfileError> {
+    let options = serde_saphyr::options! { strict_booleans: true };
+    serde_saphyr::from_str_with_options(text, options).map_err(|e| yaml_error(origin, &e))
+}
+
+/// Turns a serde-saphyr error into a one-line message; its multi-line snippet would not fit the
+/// `file:line: message` shape that editors and CI annotations understand.
+pub(crate) fn yaml_error(origin: &str, err: &serde_saphyr::Error) -> ProfileError {
+    let err = err.without_snippet();
+    let location = err.location().filter(|l| l.line() > 0);
+    if let serde_saphyr::Error::SerdeUnknownField {
+        field, expected, ..
+    } = err
+    {
+        return ProfileError::UnknownKey {
+            origin: origin.to_owned(),
+            line: location.map_or(0, |l| l.line()),
+            key: field.clone(),
+            section: section_of(expected),
+            expected: expected.join(", "),
+        };
+    }
+    if let serde_saphyr::Error::SerdeMissingField { field, .. } = err {
+        // Say "key" like the unknown-key message; the position is the enclosing mapping.
+        return ProfileError::Parse {
+            at: at(origin, location),
+            message: format!("missing required key \"{field}\""),
+        };
+    }
+    let message = serde_saphyr::DefaultMessageFormatter
+        .format_message(err)
+        .into_owned();
+    ProfileError::Parse {
+        at: at(origin, location),
+        message,
+    }
+}
+
+fn at(origin: &str, location: Option<serde_saphyr::Location>) -> String {
+    match location {
+        Some(l) => format!("{origin}:{}:{}", l.line(), l.column()),
+        None => origin.to_owned(),
+    }
+}
+
+/// Names the profile section from serde's list of expected fields, which identifies the struct.
+fn section_of(expected: &[&str]) -> &'static str {
+    let has = |f: &str| expected.contains(&f);
+    if has("data_plane") {
+        "driver profile"
+    } else if has("stage_unstage") {
+        "capabilities"
+    } else if has("volume_bytes") {
+        "sizes"
+    } else if has("delete_source_with_clones") {
+        "clone"
+    } else if has("clone_secs") {
+        "timeouts"
+    } else {
+        "mapping"
+    }
+}
+
+/// Parses a Kubernetes-style quantity into bytes: binary suffixes Ki Mi Gi Ti Pi Ei, decimal
+/// k (or K) M G T P E, or none. Fractions round up, as Kubernetes does for storage.
+pub fn parse_quantity(input: &str) -> Result<u64, QuantityError> {
+    let fail = |reason: &str| QuantityError {
+        input: input.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let text = input.trim();
+    let text = text.strip_prefix('+').unwrap_or(text);
+    if text.starts_with('-') {
+        return Err(fail("must not be negative"));
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let multiplier: u128 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        _ => {
+            return Err(fail(&format!(
+                "unknown suffix \"{suffix}\" (use Ki, Mi, Gi, Ti, Pi, Ei, k, M, G, T, P, E or none)"
+            )));
+        }
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') || fraction.len() > 18 {
+        return Err(fail(
+            "expected a number, optionally followed by a unit suffix",
+        ));
+    }
+    let too_large = || fail("does not fit in 64 bits");
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| too_large())?
+    };
+    let mut bytes = whole.checked_mul(multiplier).ok_or_else(too_large)?;
+    if !fraction.is_empty() {
+        let scale = 10u128.pow(fraction.len() as u32);
+        let digits: u128 = fraction.parse().map_err(|_| fail("invalid fraction"))?;
+        bytes += (digits * multiplier).div_ceil(scale);
+    }
+    u64::try_from(bytes).map_err(|_| too_large())
+}
+
+/// The shortest exact form: `64Mi` rather than `67108864`; other values stay plain integers.
+pub fn format_quantity(bytes: u64) -> String {
+    for (shift, suffix) in [(40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")] {
+        if bytes != 0 && bytes.trailing_zeros() >= shift {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+fn is_unlimited(bytes: &u64) -> bool {
+    *bytes == u64::MAX
+}
+
+fn ser_bytes<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    match format_quantity(*bytes) {
+        s if s.ends_with('i') => serializer.serialize_str(&s),
+        _ => serializer.serialize_u64(*bytes),
+    }
+}
+
+// One function per field because `deserialize_with` cannot pass the field name, and the
+// error message should say which size was wrong.
+fn de_volume_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    d.deserialize_any(BytesVisitor("sizes.volume_bytes"))
+}
+fn de_min_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    d.deserialize_any(BytesVisitor("sizes.min_bytes"))
+}
+fn de_max_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    d.deserialize_any(BytesVisitor("sizes.max_bytes"))
+}
+
+struct BytesVisitor(&'static str);
+
+impl Visitor<'_> for BytesVisitor {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}: a byte count or a quantity such as \"64Mi\"", self.0)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v).map_err(|_| E::custom(format!("{}: must not be negative", self.0)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+        parse_quantity(v).map_err(|e| E::custom(format!("{}: {e}", self.0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE_YAML: &str = include_str!("../../../fixtures/drivers/example.yaml");
+
+    fn minimal(extra: &str) -> String {
+        format!("name: x.example.com\ncapabilities:\n  mount: true\n{extra}")
+    }
+
+    #[test]
+    fn reference_fixture_matches_reference() {
+        let parsed = DriverProfile::from_yaml(REFERENCE_YAML, "reference.yaml").unwrap();
+        assert_eq!(parsed, DriverProfile::reference());
+        let r = DriverProfile::reference();
+        assert_eq!(r.name, "reference.csi-clone-conformance.dev");
+        assert!(r.capabilities.clone && r.capabilities.stage_unstage && r.capabilities.block);
+        assert_eq!(
+            (r.sizes.volume_bytes, r.sizes.min_bytes, r.sizes.max_bytes),
+            (64 * MI, MI, 1 << 40)
+        );
+        assert_eq!(r.clone.larger, LargerClone::Grow);
+        assert_eq!(r.clone.delete_source_with_clones, SourceDeletion::Allowed);
+        assert_eq!(r.data_plane, DataPlane::Local);
+    }
+
+    #[test]
+    fn example_fixture_parses() {
+        DriverProfile::from_yaml(EXAMPLE_YAML, "example.yaml").unwrap();
+    }
+
+    #[test]
+    fn to_yaml_round_trips() {
+        for p in [
+            DriverProfile::reference(),
+            DriverProfile::from_yaml(&minimal(""), "m").unwrap(),
+        ] {
+            let text = p.to_yaml();
+            assert_eq!(DriverProfile::from_yaml(&text, "out").unwrap(), p, "{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_name_key_and_line() {
+        let top = minimal("clones: true\n");
+        let err = DriverProfile::from_yaml(&top, "x.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("x.yaml:4: unknown key \"clones\" in driver profile"),
+            "{err}"
+        );
+
+        let nested = "name: x\ncapabilities:\n  mount: true\n  clones: true\n";
+        let err = DriverProfile::from_yaml(nested, "x.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("x.yaml:4: unknown key \"clones\" in capabilities"),
+            "{err}"
+        );
+
+        let flow = "name: x\n\ncapabilities: {mount: true, clones: true}\n";
+        let err = DriverProfile::from_yaml(flow, "x.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("x.yaml:3: unknown key \"clones\" in capabilities"),
+            "{err}"
+        );
+
+        let sizes = minimal("sizes:\n  volume: 1Gi\n");
+        let err = DriverProfile::from_yaml(&sizes, "x.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("x.yaml:5: unknown key \"volume\" in sizes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn booleans_are_strict() {
+        let text = "name: x\ncapabilities:\n  mount: true\n  clone: yes\n";
+        let err = DriverProfile::from_yaml(text, "x.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("x.yaml:4:"), "{err}");
+    }
+
+    #[test]
+    fn sizes_accept_quantities_and_integers() {
+        for v in ["64Mi", "67108864", "\"64Mi\""] {
+            let p =
+                DriverProfile::from_yaml(&minimal(&format!("sizes:\n  volume_bytes: {v}\n")), "x")
+                    .unwrap();
+            assert_eq!(p.sizes.volume_bytes, 64 * MI);
+        }
+        let err = DriverProfile::from_yaml(&minimal("sizes:\n  volume_bytes: 64Xi\n"), "x.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.yaml:5:") && err.contains("sizes.volume_bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn min_above_volume_is_invalid_sizes() {
+        let text = minimal("sizes:\n  volume_bytes: 1Mi\n  min_bytes: 2Mi\n");
+        let err = DriverProfile::from_yaml(&text, "x.yaml").unwrap_err();
+        assert!(
+            matches!(&err, ProfileError::Invalid { field, .. } if field == "sizes"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with("x.yaml: invalid sizes:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn other_validation() {
+        let no_mode = "name: x\ncapabilities:\n  clone: true\n";
+        assert!(
+            DriverProfile::from_yaml(no_mode, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("capabilities")
+        );
+        let no_caps = "name: x\n";
+        let err = DriverProfile::from_yaml(no_caps, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing required key \"capabilities\""),
+            "{err}"
+        );
+        let empty_name = "name: ''\ncapabilities:\n  mount: true\n";
+        assert!(
+            DriverProfile::from_yaml(empty_name, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("name")
+        );
+        let p = DriverProfile::from_yaml(&minimal("fs_type: ''\n"), "x").unwrap();
+        assert_eq!(p.fs_type, None);
+    }
+
+    #[test]
+    fn quantities() {
+        let cases = [
+            ("0", 0),
+            ("1Ki", 1024),
+            ("64Mi", 64 * MI),
+            ("1Gi", 1 << 30),
+            ("1Ti", 1 << 40),
+            ("1k", 1000),
+            ("1K", 1000),
+            ("5M", 5_000_000),
+            ("1G", 1_000_000_000),
+            ("2T", 2_000_000_000_000),
+            ("1.5Gi", 3 << 29),
+            ("0.5Ki", 512),
+        ];
+        for (text, bytes) in cases {
+            assert_eq!(parse_quantity(text), Ok(bytes), "{text}");
+        }
+        for bad in ["", "Gi", "1Xi", "-1Gi", "1.2.3", "20Ei", "1m"] {
+            assert!(parse_quantity(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_quantity(64 * MI), "64Mi");
+        assert_eq!(format_quantity(1000), "1000");
+    }
+
+    #[test]
+    fn secrets_file_resolves_relative_to_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf")).unwrap();
+        std::fs::write(
+            dir.path().join("conf/secrets.yaml"),
+            "user: admin\npassword: hunter2\n",
+        )
+        .unwrap();
+        let profile_path = dir.path().join("conf/p.yaml");
+        std::fs::write(&profile_path, minimal("secrets_file: secrets.yaml\n")).unwrap();
+        let p = DriverProfile::load(&profile_path).unwrap();
+        assert_eq!(
+            p.secrets.get("password").map(String::as_str),
+            Some("hunter2")
+        );
+        assert_eq!(
+            p.secrets_file.as_deref(),
+            Some(dir.path().join("conf/secrets.yaml").as_path())
+        );
+        assert!(!p.to_yaml().contains("hunter2"));
+
+        std::fs::write(&profile_path, minimal("secrets_file: missing.yaml\n")).unwrap();
+        let err = DriverProfile::load(&profile_path).unwrap_err();
+        assert!(matches!(err, ProfileError::SecretsFile { .. }), "{err}");
+    }
+}

@@ -1,0 +1,13 @@
+//! Driver profiles: what a vendor declares about their CSI driver (design §5).
+//!
+//! Two sources: our strict YAML profile (`fixtures/drivers/example.yaml` documents every key)
+//! and the Kubernetes e2e external driver file (`testdriver.yaml`), so vendors can reuse it.
+
+mod driver;
+mod testdriver;
+
+pub use driver::{
+    Capabilities, ClonePolicy, DataPlane, DriverProfile, LargerClone, ProfileError, QuantityError,
+    Sizes, SourceDeletion, Timeouts, format_quantity, parse_quantity,
+};
+pub use testdriver::load_testdriver;

@@ -1,0 +1,181 @@
+//! Multi-RPC steps cases share: make a volume, attach it (stage + publish), write a seeded
+//! dataset, digest what a volume holds. A step that the driver fails is a conformance failure
+//! naming the step; a step the machine fails is a harness error.
+
+use std::path::PathBuf;
+
+use csi_proto::v1 as csi;
+
+use crate::case::{CaseResult, expect_ok, harness_error};
+use crate::context::{Access, CaseCtx, SourceRef};
+use crate::data::{self, Digest};
+
+/// A volume staged and published by this case.
+#[derive(Clone, Debug)]
+pub struct Attached {
+    pub volume_id: String,
+    pub access: Access,
+    pub staging: PathBuf,
+    /// The published path: a directory (mount) or a device node (block).
+    pub target: PathBuf,
+}
+
+/// A volume holding a seeded dataset, and the digest of what it holds.
+#[derive(Clone, Debug)]
+pub struct Seeded {
+    pub volume: csi::Volume,
+    pub access: Access,
+    /// Bytes the block digest covers (the requested size); unused for mount.
+    pub size: u64,
+    pub digest: Digest,
+}
+
+/// Runs blocking data-plane work off the runtime; I/O trouble is a harness error.
+pub async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, data::DataError> + Send + 'static,
+) -> CaseResult<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(harness_error(format!("{what}: {}", error_chain(&e)))),
+        Err(e) => Err(harness_error(format!("{what}: task failed: {e}"))),
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl CaseCtx {
+    /// Creates an empty volume of the profile's test size (or `size`), which must succeed.
+    pub async fn new_volume(&self, access: Access, size: Option<u64>) -> CaseResult<csi::Volume> {
+        let size = size.unwrap_or(self.volume_size());
+        let name = self.unique_name(&format!("{access}"));
+        let request = self.volume_request(&name, access, Some((size, 0)), None);
+        expect_ok(
+            self.create_volume(request).await,
+            "setup: CreateVolume of an empty volume",
+        )
+    }
+
+    /// Creates a volume from `source` with a fresh name; the raw result.
+    pub async fn create_from(
+        &self,
+        source: &SourceRef,
+        access: Access,
+        capacity: Option<(u64, u64)>,
+    ) -> Result<csi::Volume, tonic::Status> {
+        let name = self.unique_name("clone");
+        self.create_volume(self.volume_request(&name, access, capacity, Some(source)))
+            .await
+    }
+
+    pub async fn attach(&self, volume: &csi::Volume, access: Access) -> CaseResult<Attached> {
+        let staging = expect_ok(self.stage(volume, access).await, "NodeStageVolume")?;
+        let target = expect_ok(
+            self.publish(volume, access, &staging, false).await,
+            "NodePublishVolume",
+        )?;
+        Ok(Attached {
+            volume_id: volume.volume_id.clone(),
+            access,
+            staging,
+            target,
+        })
+    }
+
+    pub async fn detach(&self, attached: &Attached) -> CaseResult {
+        expect_ok(
+            self.unpublish(&attached.volume_id, &attached.target).await,
+            "NodeUnpublishVolume",
+        )?;
+        expect_ok(
+            self.unstage(&attached.volume_id, &attached.staging).await,
+            "NodeUnstageVolume",
+        )
+    }
+
+    /// Writes dataset number `n` into an attached volume and returns the digest of its content.
+    pub async fn write_dataset(
+        &self,
+        attached: &Attached,
+        size: u64,
+        n: u64,
+    ) -> CaseResult<Digest> {
+        let seed = self.seed_for(n);
+        let target = attached.target.clone();
+        match attached.access {
+            Access::Mount => {
+                let large = (size / 8).clamp(64 << 10, 4 << 20);
+                let manifest = blocking("write seeded tree", move || {
+                    data::seed_tree(&target, "dataset", seed, large)
+                })
+                .await?;
+                self.trace(format!(
+                    "data: seeded tree seed={seed} files={} bytes={} digest={}",
+                    manifest.files, manifest.bytes, manifest.digest
+                ));
+                Ok(manifest.digest)
+            }
+            Access::Block => {
+                let offsets = blocking("write seeded blocks", move || {
+                    data::seed_blocks(&target, seed, size, 24)?;
+                    data::device_digest(&target, size)
+                })
+                .await?;
+                self.trace(format!(
+                    "data: seeded 24 blocks seed={seed} digest={offsets}"
+                ));
+                Ok(offsets)
+            }
+        }
+    }
+
+    /// Digest of an attached volume's content (mount: canonical tree; block: first `size` bytes).
+    pub async fn digest_attached(&self, attached: &Attached, size: u64) -> CaseResult<Digest> {
+        let target = attached.target.clone();
+        let digest = match attached.access {
+            Access::Mount => blocking("digest tree", move || data::tree_digest(&target)).await?,
+            Access::Block => {
+                blocking("digest device", move || data::device_digest(&target, size)).await?
+            }
+        };
+        self.trace(format!("data: digest of {} = {digest}", attached.volume_id));
+        Ok(digest)
+    }
+
+    /// Attaches, digests and detaches.
+    pub async fn digest_of(
+        &self,
+        volume: &csi::Volume,
+        access: Access,
+        size: u64,
+    ) -> CaseResult<Digest> {
+        let attached = self.attach(volume, access).await?;
+        let digest = self.digest_attached(&attached, size).await;
+        self.detach(&attached).await?;
+        digest
+    }
+
+    /// A new volume with dataset `n` written and detached again: the usual clone source.
+    pub async fn seeded_volume(&self, access: Access, n: u64) -> CaseResult<Seeded> {
+        let size = self.volume_size();
+        let volume = self.new_volume(access, Some(size)).await?;
+        let attached = self.attach(&volume, access).await?;
+        let digest = self.write_dataset(&attached, size, n).await?;
+        self.detach(&attached).await?;
+        Ok(Seeded {
+            volume,
+            access,
+            size,
+            digest,
+        })
+    }
+}

@@ -1,0 +1,289 @@
+//! `csi-clone-conformance`: `run`, `list`, `profile check`. Exit codes: `harness::exit`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use csi_proto::transport::Endpoint;
+use harness::exit;
+use harness::plan::{Selection, plan};
+use harness::profile::{DriverProfile, load_testdriver};
+use harness::progress::TerminalProgress;
+use harness::runner::{ReportPaths, RunError, RunOptions, run};
+use harness::target::{TargetSpec, find_reference_driver};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "csi-clone-conformance",
+    version,
+    about = "Conformance tests for CSI volume cloning"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the suites against the embedded reference driver (default) or a driver endpoint.
+    Run(RunArgs),
+    /// List the cases (offline: no driver is contacted).
+    List(SelectArgs),
+    /// Driver profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProfileCommand {
+    /// Validate a profile and print its effective settings.
+    Check {
+        /// The driver profile YAML.
+        file: PathBuf,
+    },
+}
+
+#[derive(Args, Debug, Default)]
+pub struct SelectArgs {
+    /// Run only cases whose name contains one of these (libtest-style filters).
+    pub filters: Vec<String>,
+    /// Skip cases whose name contains this (repeatable).
+    #[arg(long)]
+    pub skip: Vec<String>,
+    /// Filters and --skip match whole names only.
+    #[arg(long)]
+    pub exact: bool,
+    /// Our strict driver profile (default: the built-in profile of the reference driver).
+    #[arg(long, conflicts_with = "testdriver")]
+    pub profile: Option<PathBuf>,
+    /// A Kubernetes e2e external driver file (testdriver.yaml) instead of a profile.
+    #[arg(long)]
+    pub testdriver: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// A running driver: unix:///path.sock or tcp://host:port. Default: start the reference driver.
+    #[arg(long)]
+    pub endpoint: Option<Endpoint>,
+    /// The driver's node service, if it listens elsewhere than --endpoint.
+    #[arg(long, requires = "endpoint")]
+    pub node_endpoint: Option<Endpoint>,
+    /// The reference driver binary for the embedded target (default: next to this binary).
+    #[arg(long, conflicts_with = "endpoint")]
+    pub driver_bin: Option<PathBuf>,
+    /// Extra arguments for the embedded reference driver (e.g. --driver-arg=--default-fs-type=xfs).
+    #[arg(
+        long = "driver-arg",
+        allow_hyphen_values = true,
+        conflicts_with = "endpoint"
+    )]
+    pub driver_args: Vec<String>,
+    #[arg(long, default_value = "target/csi-clone/junit.xml")]
+    pub junit: PathBuf,
+    #[arg(long, default_value = "target/csi-clone/summary.json")]
+    pub json: PathBuf,
+    #[arg(long, default_value = "target/csi-clone/summary.md")]
+    pub markdown: PathBuf,
+    /// Seed for all generated data and names (default: random; printed and reported).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Number of simultaneous clones in the concurrency suite.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub parallel_clones: u64,
+    /// Cases run at once.
+    #[arg(long, default_value_t = 2)]
+    pub test_threads: usize,
+    /// List the selected cases instead of running them (offline).
+    #[arg(long)]
+    pub list: bool,
+    /// Where staging and target paths (and the embedded driver's state) go.
+    #[arg(long, default_value = "/var/tmp/csi-clone-conformance")]
+    pub work_dir: PathBuf,
+    /// More output (each case's RPC trace on failure, skipped cases).
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Less output (failures and the summary only).
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// Loads the profile the arguments name; prints warnings; `Err` carries the message.
+pub fn load_profile(select: &SelectArgs) -> Result<(DriverProfile, String), String> {
+    if let Some(path) = &select.testdriver {
+        let (profile, warnings) = load_testdriver(path).map_err(|e| error_chain(&e))?;
+        for warning in warnings {
+            eprintln!("warning: {}: {warning}", path.display());
+        }
+        return Ok((profile, path.display().to_string()));
+    }
+    match &select.profile {
+        Some(path) => Ok((
+            DriverProfile::load(path).map_err(|e| error_chain(&e))?,
+            path.display().to_string(),
+        )),
+        None => Ok((
+            DriverProfile::reference(),
+            "reference (built-in)".to_string(),
+        )),
+    }
+}
+
+pub fn selection(select: &SelectArgs) -> Selection {
+    Selection {
+        filters: select.filters.clone(),
+        skip: select.skip.clone(),
+        exact: select.exact,
+    }
+}
+
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Prints `name: test` lines like libtest's `--list`, with skip reasons on stderr.
+fn list(select: &SelectArgs) -> i32 {
+    let (profile, _) = match load_profile(select) {
+        Ok(loaded) => loaded,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::PROFILE;
+        }
+    };
+    let planned = plan(&crate::all(), &profile, &selection(select));
+    for item in &planned {
+        println!("{}: test", item.name);
+        if let Some(reason) = &item.skip_reason {
+            eprintln!("  (skipped with this profile: {reason})");
+        }
+    }
+    if planned.is_empty() {
+        exit::NOTHING_SELECTED
+    } else {
+        exit::PASSED
+    }
+}
+
+fn run_command(args: RunArgs) -> i32 {
+    if args.list {
+        return list(&args.select);
+    }
+    let (profile, label) = match load_profile(&args.select) {
+        Ok(loaded) => loaded,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::PROFILE;
+        }
+    };
+    let target = match &args.endpoint {
+        Some(controller) => TargetSpec::Endpoint {
+            controller: controller.clone(),
+            node: args.node_endpoint.clone(),
+        },
+        None => {
+            let Some(driver_bin) = args.driver_bin.clone().or_else(find_reference_driver) else {
+                eprintln!(
+                    "error: the embedded target needs the reference-driver binary: build it (cargo build --release --workspace) or pass --driver-bin or --endpoint"
+                );
+                return exit::USAGE;
+            };
+            TargetSpec::Embedded {
+                driver_bin,
+                args: args.driver_args.clone(),
+            }
+        }
+    };
+    let seed = args.seed.unwrap_or_else(random_seed);
+    let planned = plan(&crate::all(), &profile, &selection(&args.select));
+    let options = RunOptions {
+        target,
+        profile: Arc::new(profile),
+        profile_label: label,
+        seed,
+        parallel_clones: args.parallel_clones as usize,
+        test_threads: args.test_threads,
+        reports: ReportPaths {
+            junit: Some(args.junit.clone()),
+            json: Some(args.json.clone()),
+            markdown: Some(args.markdown.clone()),
+        },
+        work_dir: args.work_dir.clone(),
+        connect_timeout: Duration::from_secs(30),
+        properties: BTreeMap::new(),
+    };
+    let progress = TerminalProgress {
+        verbose: args.verbose,
+        quiet: args.quiet,
+    };
+    finish(run(planned, options, vec![Box::new(progress)]), &args.junit)
+}
+
+/// Turns a run's result into the exit code, printing the closing lines.
+pub fn finish(result: Result<reports::RunReport, RunError>, junit: &std::path::Path) -> i32 {
+    match result {
+        Ok(report) => {
+            let counts = report.counts();
+            println!(
+                "{} passed, {} failed, {} skipped",
+                counts.passed,
+                counts.failed + counts.errors,
+                counts.skipped
+            );
+            eprintln!(
+                "reports: {} (and the JSON and Markdown summaries beside the paths given)",
+                junit.display()
+            );
+            exit::for_report(&report)
+        }
+        Err(RunError::NothingSelected) => {
+            eprintln!(
+                "error: no cases selected (check the filters, or `csi-clone-conformance list`)"
+            );
+            exit::NOTHING_SELECTED
+        }
+        Err(e @ RunError::Target(_)) => {
+            eprintln!("error: {}", error_chain(&e));
+            exit::UNREACHABLE
+        }
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            exit::HARNESS_ERROR
+        }
+    }
+}
+
+pub fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    (nanos as u64) ^ u64::from(std::process::id()).rotate_left(17)
+}
+
+pub fn main_with(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Run(args) => run_command(args),
+        Command::List(select) => list(&select),
+        Command::Profile(ProfileCommand::Check { file }) => match DriverProfile::load(&file) {
+            Ok(profile) => {
+                print!("{}", profile.to_yaml());
+                eprintln!("{}: valid", file.display());
+                exit::PASSED
+            }
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                exit::PROFILE
+            }
+        },
+    }
+}

@@ -1,0 +1,337 @@
+//! Sizes and resizing: equal, larger (grown, or OUT_OF_RANGE if the driver refuses), smaller,
+//! no capacity range, limit below the source, expanding a clone, cloning an expanded source.
+
+use harness::case::{
+    CaseMeta, CaseResult, Requirement as R, Suite, ensure, ensure_eq, expect_code, expect_ok,
+    fail_with,
+};
+use harness::context::{Access, CaseCtx};
+use harness::data;
+use harness::profile::LargerClone;
+use harness::steps::blocking;
+use tonic::Code;
+
+use crate::common::{SourceKind, empty_source, seeded_source};
+
+#[derive(Clone, Copy, Debug)]
+enum Flow {
+    Equal,
+    Larger(Access),
+    Smaller(SourceKind),
+    NoCapacityRange,
+    LimitBelowSource,
+    ExpandClone(Access),
+    CloneExpandedSource(Access),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Row {
+    meta: CaseMeta,
+    flow: Flow,
+}
+
+const fn row(id: &'static str, rule: &'static str, requires: &'static [R], flow: Flow) -> Row {
+    Row {
+        meta: CaseMeta { id, rule, requires },
+        flow,
+    }
+}
+
+const ROWS: &[Row] = &[
+    row(
+        "clone::equal_size_is_honoured",
+        "spec: capacity_range MUST be honored, also with a content source",
+        &[R::Clone],
+        Flow::Equal,
+    ),
+    row(
+        "clone::larger_mount_clone_is_grown_or_out_of_range",
+        "spec: CreateVolume — larger than the source: OUT_OF_RANGE, or the larger size with the source data and the filesystem grown by NodePublish",
+        &[R::Clone, R::Mount, R::DataPlane],
+        Flow::Larger(Access::Mount),
+    ),
+    row(
+        "clone::larger_block_clone_is_grown_or_out_of_range",
+        "spec: CreateVolume — larger than the source: OUT_OF_RANGE, or a device of the larger size holding the source data",
+        &[R::Clone, R::Block, R::DataPlane],
+        Flow::Larger(Access::Block),
+    ),
+    row(
+        "clone::smaller_than_source_is_out_of_range",
+        "spec: CreateVolume errors / 11 OUT_OF_RANGE (smaller than the source)",
+        &[R::Clone],
+        Flow::Smaller(SourceKind::Volume),
+    ),
+    row(
+        "restore::smaller_than_snapshot_is_out_of_range",
+        "spec: CreateVolume errors / 11 OUT_OF_RANGE; Snapshot.size_bytes — a volume from it MUST NOT be smaller",
+        &[R::Snapshot],
+        Flow::Smaller(SourceKind::Snapshot),
+    ),
+    row(
+        "clone::no_capacity_range_is_at_least_source_size",
+        "spec: CreateVolume — no capacity_range: size is the plugin's choice, but a copy must hold the whole source",
+        &[R::Clone],
+        Flow::NoCapacityRange,
+    ),
+    row(
+        "clone::limit_below_source_is_out_of_range",
+        "spec: CreateVolume errors / 11 OUT_OF_RANGE (limit_bytes below the source size)",
+        &[R::Clone],
+        Flow::LimitBelowSource,
+    ),
+    row(
+        "resize::expanded_clone_grows_and_keeps_data",
+        "spec: ControllerExpandVolume / NodeExpandVolume on a clone",
+        &[R::Clone, R::Expansion, R::Mount, R::DataPlane],
+        Flow::ExpandClone(Access::Mount),
+    ),
+    row(
+        "resize::expanded_block_clone_grows_and_keeps_data",
+        "spec: ControllerExpandVolume on a block clone",
+        &[R::Clone, R::Expansion, R::Block, R::DataPlane],
+        Flow::ExpandClone(Access::Block),
+    ),
+    row(
+        "resize::clone_of_expanded_source_has_its_size_and_data",
+        "spec: CreateVolume from an expanded source: capacity honoured, data copied",
+        &[R::Clone, R::Expansion, R::Mount, R::DataPlane],
+        Flow::CloneExpandedSource(Access::Mount),
+    ),
+];
+
+pub fn suite() -> Suite {
+    Suite::from_rows("size", ROWS, |r| r.meta, interpret)
+}
+
+fn at_least(capacity: i64, wanted: u64, what: &str) -> CaseResult {
+    ensure(
+        capacity == 0 || capacity as u64 >= wanted,
+        what,
+        format!(">= {wanted} (or 0 for unknown)"),
+        capacity.to_string(),
+    )
+}
+
+/// The attached clone shows `size` bytes and the source data (block: the first source bytes).
+async fn check_grown(
+    ctx: &CaseCtx,
+    volume: &csi_proto::v1::Volume,
+    access: Access,
+    source_size: u64,
+    size: u64,
+    digest: data::Digest,
+    grow: bool,
+) -> CaseResult {
+    let attached = ctx.attach(volume, access).await?;
+    let target = attached.target.clone();
+    let result = async {
+        match access {
+            Access::Mount => {
+                if grow {
+                    // The driver may need NodeExpandVolume after a controller expansion.
+                    let _ = ctx
+                        .node_expand_volume(
+                            &volume.volume_id,
+                            &attached.target,
+                            &attached.staging,
+                            size,
+                            access,
+                        )
+                        .await;
+                }
+                let total = blocking("statvfs", move || data::fs_total_bytes(&target)).await?;
+                // A filesystem never shows its whole device; more than the source image is the point.
+                ensure(
+                    total > source_size,
+                    "the filesystem must be grown to the larger size by NodePublish",
+                    format!("statvfs total > {source_size} (source size)"),
+                    format!("{total}"),
+                )?;
+                ensure_eq(
+                    &ctx.digest_attached(&attached, source_size).await?,
+                    &digest,
+                    "the grown volume must hold the source data",
+                )
+            }
+            Access::Block => {
+                let len = blocking("device size", move || data::device_len(&target)).await?;
+                ensure(
+                    len >= size,
+                    "the published device must have the larger size",
+                    format!(">= {size}"),
+                    len.to_string(),
+                )?;
+                ensure_eq(
+                    &ctx.digest_attached(&attached, source_size).await?,
+                    &digest,
+                    "the first source-size bytes must equal the source",
+                )
+            }
+        }
+    }
+    .await;
+    ctx.detach(&attached).await?;
+    result
+}
+
+async fn interpret(ctx: CaseCtx, row: Row) -> CaseResult {
+    let access = crate::common::default_access(&ctx);
+    let size = ctx.volume_size();
+    match row.flow {
+        Flow::Equal => {
+            let (source, size) = empty_source(&ctx, SourceKind::Volume, access).await?;
+            let clone = expect_ok(
+                ctx.create_from(&source, access, Some((size, size))).await,
+                "CreateVolume of an equal-size clone",
+            )?;
+            at_least(
+                clone.capacity_bytes,
+                size,
+                "capacity_bytes must honour required_bytes",
+            )?;
+            ensure(
+                clone.capacity_bytes as u64 <= size,
+                "capacity_bytes must honour limit_bytes",
+                format!("<= {size}"),
+                clone.capacity_bytes.to_string(),
+            )
+        }
+        Flow::Larger(access) => {
+            let (source, seeded) = seeded_source(&ctx, SourceKind::Volume, access).await?;
+            let larger = size * 2;
+            let result = ctx.create_from(&source, access, Some((larger, 0))).await;
+            let policy = ctx.profile().clone.larger;
+            match (result, policy) {
+                (Err(status), LargerClone::Refuse | LargerClone::Either)
+                    if status.code() == Code::OutOfRange =>
+                {
+                    Ok(())
+                }
+                (Err(status), _) => Err(fail_with(
+                    "a larger clone must be created or refused with OUT_OF_RANGE",
+                    format!(
+                        "{policy:?}: OK with a grown volume{}",
+                        if policy == LargerClone::Grow {
+                            ""
+                        } else {
+                            ", or OUT_OF_RANGE"
+                        }
+                    ),
+                    harness::case::describe_status(&status),
+                )),
+                (Ok(_), LargerClone::Refuse) => Err(fail_with(
+                    "the profile says larger clones are refused",
+                    "OUT_OF_RANGE",
+                    "OK",
+                )),
+                (Ok(clone), _) => {
+                    at_least(
+                        clone.capacity_bytes,
+                        larger,
+                        "capacity_bytes must honour the larger required_bytes",
+                    )?;
+                    check_grown(
+                        &ctx,
+                        &clone,
+                        access,
+                        seeded.size,
+                        larger,
+                        seeded.digest,
+                        false,
+                    )
+                    .await
+                }
+            }
+        }
+        Flow::Smaller(kind) => {
+            let (source, size) = empty_source(&ctx, kind, access).await?;
+            expect_code(
+                ctx.create_from(&source, access, Some((size / 2, 0))).await,
+                Code::OutOfRange,
+                "CreateVolume smaller than its source",
+            )
+        }
+        Flow::NoCapacityRange => {
+            let (source, size) = empty_source(&ctx, SourceKind::Volume, access).await?;
+            let clone = expect_ok(
+                ctx.create_from(&source, access, None).await,
+                "CreateVolume from a volume without capacity_range",
+            )?;
+            at_least(
+                clone.capacity_bytes,
+                size,
+                "a clone without capacity_range must be at least the source size",
+            )
+        }
+        Flow::LimitBelowSource => {
+            let (source, size) = empty_source(&ctx, SourceKind::Volume, access).await?;
+            expect_code(
+                ctx.create_from(&source, access, Some((0, size / 2))).await,
+                Code::OutOfRange,
+                "CreateVolume with limit_bytes below the source",
+            )
+        }
+        Flow::ExpandClone(access) => {
+            let (source, seeded) = seeded_source(&ctx, SourceKind::Volume, access).await?;
+            let clone = expect_ok(
+                ctx.create_from(&source, access, Some((size, 0))).await,
+                "CreateVolume from a volume",
+            )?;
+            let larger = size * 2;
+            let expanded = expect_ok(
+                ctx.expand_volume(&clone.volume_id, larger, access).await,
+                "ControllerExpandVolume of the clone",
+            )?;
+            at_least(
+                expanded.capacity_bytes,
+                larger,
+                "ControllerExpandVolume must report the new size",
+            )?;
+            check_grown(
+                &ctx,
+                &clone,
+                access,
+                seeded.size,
+                larger,
+                seeded.digest,
+                expanded.node_expansion_required,
+            )
+            .await
+        }
+        Flow::CloneExpandedSource(access) => {
+            let seeded = ctx.seeded_volume(access, 0).await?;
+            let larger = size * 2;
+            let expanded = expect_ok(
+                ctx.expand_volume(&seeded.volume.volume_id, larger, access)
+                    .await,
+                "ControllerExpandVolume of the source",
+            )?;
+            at_least(
+                expanded.capacity_bytes,
+                larger,
+                "ControllerExpandVolume must report the new size",
+            )?;
+            let source = harness::context::SourceRef::Volume(seeded.volume.volume_id.clone());
+            let clone = expect_ok(
+                ctx.create_from(&source, access, Some((larger, 0))).await,
+                "CreateVolume from the expanded source",
+            )?;
+            at_least(
+                clone.capacity_bytes,
+                larger,
+                "the clone must have the expanded size",
+            )?;
+            check_grown(
+                &ctx,
+                &clone,
+                access,
+                seeded.size,
+                larger,
+                seeded.digest,
+                true,
+            )
+            .await
+        }
+    }
+}

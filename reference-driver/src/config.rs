@@ -7,6 +7,7 @@ use std::time::Duration;
 use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
 use csi_proto::v1::node_service_capability::rpc::Type as NodeRpc;
 
+use crate::faults::{Fault, Faults};
 use crate::storage::FsType;
 
 /// Optional features the driver can advertise; all are on by default.
@@ -57,6 +58,8 @@ pub struct DriverConfig {
     pub features: BTreeSet<Feature>,
     /// Test aid: sleep after each copied chunk so crash tests can catch a copy in flight.
     pub copy_pace: Option<Duration>,
+    /// Deliberate non-conformance (see `faults.rs`); empty in normal use.
+    pub faults: Faults,
 }
 
 impl DriverConfig {
@@ -70,11 +73,16 @@ impl DriverConfig {
             default_fs_type: FsType::Ext4,
             features: Feature::ALL.into_iter().collect(),
             copy_pace: None,
+            faults: Faults::new(),
         }
     }
 
     pub fn has(&self, feature: Feature) -> bool {
         self.features.contains(&feature)
+    }
+
+    pub fn fault(&self, fault: Fault) -> bool {
+        self.faults.contains(&fault)
     }
 
     /// Every controller capability the driver advertises; handlers check the same set.
@@ -94,6 +102,10 @@ impl DriverConfig {
             optional
                 .into_iter()
                 .filter(|(feature, _)| self.has(*feature))
+                .filter(|(_, rpc)| {
+                    !(*rpc == ControllerRpc::CloneVolume
+                        && self.fault(Fault::CloneWithoutCapability))
+                })
                 .map(|(_, rpc)| rpc),
         );
         caps
@@ -101,6 +113,9 @@ impl DriverConfig {
 
     pub fn node_capabilities(&self) -> Vec<NodeRpc> {
         let mut caps = vec![NodeRpc::StageUnstageVolume, NodeRpc::GetVolumeStats];
+        if self.fault(Fault::HideStageUnstage) {
+            caps.retain(|rpc| *rpc != NodeRpc::StageUnstageVolume);
+        }
         if self.has(Feature::Expand) {
             caps.push(NodeRpc::ExpandVolume);
         }

@@ -22,6 +22,9 @@ pub enum DriverError {
     Aborted(String),
     #[error("{0}")]
     Unimplemented(String),
+    /// Only a fault produces this on purpose; real internal trouble carries its cause.
+    #[error("{0}")]
+    Internal(String),
     #[error("storage")]
     Storage(#[from] StorageError),
     #[error("state")]
@@ -49,6 +52,7 @@ impl DriverError {
             DriverError::FailedPrecondition(_) => Code::FailedPrecondition,
             DriverError::Aborted(_) => Code::Aborted,
             DriverError::Unimplemented(_) => Code::Unimplemented,
+            DriverError::Internal(_) => Code::Internal,
             // The filesystem cannot grow while in use here (spec: NodeExpandVolume errors).
             DriverError::Storage(StorageError::MissingCapability { .. }) => {
                 Code::FailedPrecondition

@@ -6,6 +6,7 @@ pub mod config;
 pub mod core;
 pub mod csi;
 pub mod error;
+pub mod faults;
 pub mod locks;
 pub mod server;
 pub mod state;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use reference_driver::config::{DriverConfig, Feature, parse_size};
 use reference_driver::core::Driver;
+use reference_driver::faults::Fault;
 use reference_driver::server::{self, Endpoint};
 use reference_driver::storage::FsType;
 
@@ -42,6 +43,10 @@ struct Args {
     /// Test aid: milliseconds to sleep after each copied chunk, to widen crash windows.
     #[arg(long, hide = true)]
     copy_pace_ms: Option<u64>,
+    /// Make the driver deliberately non-conformant in a named way (repeatable; for harness
+    /// self-tests, see docs/mutation-matrix.md).
+    #[arg(long = "fault", value_enum)]
+    faults: Vec<Fault>,
 }
 
 fn parse_fs(text: &str) -> Result<FsType, String> {
@@ -67,6 +72,10 @@ async fn main() -> anyhow::Result<()> {
     config.default_fs_type = args.default_fs_type;
     config.features = args.features.into_iter().collect();
     config.copy_pace = args.copy_pace_ms.map(Duration::from_millis);
+    config.faults = args.faults.into_iter().collect();
+    if !config.faults.is_empty() {
+        tracing::warn!(faults = ?config.faults, "deliberately non-conformant: faults injected");
+    }
     tracing::info!(state_dir = %config.state_dir.display(), features = ?config.features, "starting");
     let driver = Driver::open(config).context("opening the state dir")?;
     server::serve(Arc::new(driver), &args.endpoint)

@@ -37,7 +37,6 @@ macro_rules! say {
 
 /// Times volume clones (CreateVolume with volume_content_source.volume) of the reference driver.
 #[derive(Parser, Debug)]
-#[command(about)]
 struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
@@ -103,7 +102,13 @@ async fn main() -> Result<()> {
     let work = &args.work_dir;
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let work_fs = command("findmnt", &["-no", "FSTYPE", "--target"], &[work])?;
-    let work_fs = work_fs.trim().to_string();
+    // Stacked mounts print one line each; the last is the one in effect.
+    let work_fs = work_fs
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     ensure!(work_fs != "tmpfs", "--work-dir {} is tmpfs", work.display());
 
     let started = Instant::now();
@@ -551,9 +556,8 @@ impl XfsLoop {
         let stale = image.exists() || !mounts_under(&mount)?.is_empty();
         ensure!(
             !stale,
-            "remove {} and mounts at {} first",
-            image.display(),
-            mount.display()
+            "{} or its mount is left from an earlier run",
+            image.display()
         );
         let mut xfs = XfsLoop {
             image,
@@ -569,11 +573,7 @@ impl XfsLoop {
         std::fs::create_dir_all(&xfs.mount)?;
         command("mount", &[], &[&device, &xfs.mount])?;
         xfs.mounted = true;
-        say!(
-            "xfs on {} mounted at {}",
-            device.display(),
-            xfs.mount.display()
-        );
+        say!("xfs (reflink=1) on {} mounted", device.display());
         Ok(xfs)
     }
 }

@@ -2,6 +2,7 @@
 //! records out. gRPC types stay in `crate::csi`.
 
 mod node;
+mod populate;
 mod snapshots;
 mod volumes;
 

@@ -2,12 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use super::populate::{Plan, populate};
 use super::{
-    Driver, MIN_BLOCK_VOLUME, Origin, SIZE_ALIGNMENT, blocking, describe_source, flush_staged,
-    not_found_volume, plausible_volume_id, round_up, same_parameters,
+    Driver, MIN_BLOCK_VOLUME, Origin, SIZE_ALIGNMENT, blocking, describe_source, not_found_volume,
+    plausible_volume_id, round_up, same_parameters,
 };
 use crate::config::Feature;
 use crate::error::{DriverError, DriverResult};
+use crate::faults::Fault;
 use crate::state::{AccessType, Source, Status, VolumeRecord, new_volume_id};
 use crate::storage::{self, FsType};
 
@@ -31,27 +33,59 @@ pub struct Expanded {
 }
 
 impl Driver {
-    pub async fn create_volume(&self, request: CreateVolume) -> DriverResult<VolumeRecord> {
+    /// Creates the volume, or returns the existing one of that name (`true`: a replay).
+    pub async fn create_volume(&self, request: CreateVolume) -> DriverResult<(VolumeRecord, bool)> {
+        let race = self.config.fault(Fault::ConcurrentCreatesRace);
         // Concurrent identical requests queue here: the first creates, the rest replay.
-        let _name = self
-            .locks
-            .exclusive(&format!("volume-name/{}", request.name))
-            .await;
-        if let Some(existing) = self.store.read().volume_by_name(&request.name).cloned() {
-            check_replay(&existing, &request)?;
-            return Ok(existing);
+        let _name = match race {
+            true => None,
+            false => Some(
+                self.locks
+                    .exclusive(&format!("volume-name/{}", request.name))
+                    .await,
+            ),
+        };
+        if !self.config.fault(Fault::ReplayCreatesSecondVolume) {
+            if let Some(existing) = self.store.read().volume_by_name(&request.name).cloned() {
+                check_replay(
+                    &existing,
+                    &request,
+                    self.config.fault(Fault::ConflictIgnoresSource),
+                )?;
+                return Ok((existing, true));
+            }
         }
+        if race {
+            // Widens the gap between "no such name" and "created" that the name lock closes.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let created = self.create_new(&request).await;
+        if let Err(error) = &created {
+            if self.config.fault(Fault::FailedCloneLeaks) && request.source.is_some() {
+                self.leak_half_made(&request, error).await;
+            }
+        }
+        created.map(|volume| (volume, false))
+    }
 
+    async fn create_new(&self, request: &CreateVolume) -> DriverResult<VolumeRecord> {
         // Held shared until the copy is durable, so the source cannot vanish under it.
         let (origin, _source_hold) = match &request.source {
             None => (None, None),
             Some(source) => {
-                let (origin, hold) = self.resolve_origin(source).await?;
+                let (origin, hold) = self.resolve_origin(source).await.map_err(|e| match e {
+                    DriverError::NotFound { kind, id }
+                        if self.config.fault(Fault::MissingSourceInternal) =>
+                    {
+                        DriverError::Internal(format!("lookup of {kind} {id} failed"))
+                    }
+                    other => other,
+                })?;
                 (Some(origin), Some(hold))
             }
         };
-        let fs_type = self.choose_fs_type(&request, origin.as_ref())?;
-        let size = self.choose_size(&request, origin.as_ref(), fs_type)?;
+        let fs_type = self.choose_fs_type(request, origin.as_ref())?;
+        let size = self.choose_size(request, origin.as_ref(), fs_type)?;
 
         let record = VolumeRecord {
             id: new_volume_id(),
@@ -68,43 +102,23 @@ impl Driver {
         };
         self.store
             .update(|s| s.volumes.insert(record.id.clone(), record.clone()))?;
-
         let image = self.store.volume_image(&record.id);
-        let pace = self.config.copy_pace;
-        let populate = {
-            let image = image.clone();
-            blocking(move || {
-                match origin {
-                    None => {
-                        storage::image::create_sparse(&image, size)?;
-                        if let Some(fs) = fs_type {
-                            storage::image::make_filesystem(&image, fs)?;
-                        }
-                    }
-                    Some(origin) => {
-                        if let Some(staged) = &origin.staged {
-                            flush_staged(staged, origin.access_type)?;
-                        }
-                        let stats = storage::copy::clone_file(&origin.image, &image, pace)?;
-                        tracing::info!(method = ?stats.method, data_bytes = stats.data_bytes,
-                            source = ?origin.source, "copied source image");
-                        if size > origin.size_bytes {
-                            storage::image::grow_file(&image, size)?;
-                            // ext4 grows offline now, so the clone is delivered full size;
-                            // xfs can only grow mounted and does so at NodeStageVolume.
-                            if fs_type == Some(FsType::Ext4) {
-                                storage::image::grow_filesystem_offline(&image, FsType::Ext4)?;
-                                return Ok(size);
-                            }
-                        }
-                        return Ok(origin.fs_size_bytes);
-                    }
-                }
-                Ok(size)
-            })
-            .await
+        let plan = Plan {
+            image: image.clone(),
+            size,
+            fs_type,
+            origin,
+            pace: self.config.copy_pace,
+            faults: self.config.faults.clone(),
+            scratch: self.store.dir().join("fault-scratch").join(&record.id),
         };
-        let fs_size_bytes = match populate {
+        let populated =
+            if plan.origin.is_some() && self.config.fault(Fault::CloneReturnsBeforeDurable) {
+                populate_later(plan)
+            } else {
+                blocking(move || populate(plan)).await
+            };
+        let fs_size_bytes = match populated {
             Ok(fs_size_bytes) => fs_size_bytes,
             Err(error) => {
                 // Never leave a half-made volume behind: a replay starts from scratch.
@@ -121,6 +135,31 @@ impl Driver {
         })?;
         tracing::info!(id = %ready.id, name = %ready.name, size, source = %describe_source(ready.source.as_ref()), "volume created");
         Ok(ready)
+    }
+
+    /// Fault FailedCloneLeaks: a refused copy leaves a ready, empty volume under its name.
+    async fn leak_half_made(&self, request: &CreateVolume, error: &DriverError) {
+        let id = new_volume_id();
+        let size = round_up(request.required_bytes.max(MIN_BLOCK_VOLUME), SIZE_ALIGNMENT);
+        let image = self.store.volume_image(&id);
+        if storage::image::create_sparse(&image, size).is_err() {
+            return;
+        }
+        let record = VolumeRecord {
+            id: id.clone(),
+            name: request.name.clone(),
+            size_bytes: size,
+            access_type: request.access_type,
+            fs_type: None,
+            fs_size_bytes: size,
+            source: request.source.clone(),
+            parameters: request.parameters.clone(),
+            status: Status::Ready,
+            staged: None,
+            published: BTreeMap::new(),
+        };
+        let _ = self.store.update(|s| s.volumes.insert(id, record));
+        tracing::warn!(name = %request.name, %error, "fault: leaked a half-made volume");
     }
 
     async fn resolve_origin(
@@ -200,7 +239,9 @@ impl Driver {
         request: &CreateVolume,
         origin: Option<&Origin>,
     ) -> DriverResult<Option<FsType>> {
-        let Some(origin) = origin else {
+        let mismatch_accepted = origin.is_some_and(|o| o.access_type != request.access_type)
+            && self.config.fault(Fault::AccessTypeMismatchAccepted);
+        let Some(origin) = origin.filter(|_| !mismatch_accepted) else {
             return Ok(match request.access_type {
                 AccessType::Block => None,
                 AccessType::Mount => Some(request.fs_type.unwrap_or(self.config.default_fs_type)),
@@ -237,7 +278,9 @@ impl Driver {
         fs_type: Option<FsType>,
     ) -> DriverResult<u64> {
         let (required, limit) = (request.required_bytes, request.limit_bytes);
-        if let Some(origin) = origin {
+        if let Some(origin) =
+            origin.filter(|_| !self.config.fault(Fault::SmallerThanSourceAccepted))
+        {
             let floor = origin.size_bytes;
             if required > 0 && required < floor {
                 return Err(DriverError::OutOfRange(format!(
@@ -294,6 +337,7 @@ impl Driver {
             )));
         }
         self.store.update(|s| s.volumes.remove(id))?;
+        self.deletion_faults(&volume);
         // The record is gone first: a crash here leaves only a stray file, swept at start-up.
         let image = self.store.volume_image(id);
         match std::fs::remove_file(&image) {
@@ -337,7 +381,11 @@ impl Driver {
         }
         let image = self.store.volume_image(id);
         let device = volume.staged.as_ref().map(|s| s.device.clone());
+        let grow = !self.config.fault(Fault::ExpandDoesNotGrow);
         blocking(move || {
+            if !grow {
+                return Ok(());
+            }
             storage::image::grow_file(&image, target)?;
             if let Some(device) = device {
                 storage::loopdev::refresh_capacity(&device)?;
@@ -380,7 +428,11 @@ impl Driver {
 
 /// Same name again: the same volume if every property matches, ALREADY_EXISTS otherwise
 /// (spec: CreateVolume errors, "volume already exists but is incompatible").
-fn check_replay(existing: &VolumeRecord, request: &CreateVolume) -> DriverResult<()> {
+fn check_replay(
+    existing: &VolumeRecord,
+    request: &CreateVolume,
+    ignore_source: bool,
+) -> DriverResult<()> {
     let name = &existing.name;
     let conflict = |what: String| {
         Err(DriverError::AlreadyExists(format!(
@@ -388,7 +440,7 @@ fn check_replay(existing: &VolumeRecord, request: &CreateVolume) -> DriverResult
             existing.id
         )))
     };
-    if existing.source != request.source {
+    if existing.source != request.source && !ignore_source {
         return conflict(format!(
             "{}; the request has {}",
             describe_source(existing.source.as_ref()),
@@ -421,4 +473,23 @@ fn check_replay(existing: &VolumeRecord, request: &CreateVolume) -> DriverResult
         return conflict("other parameters".into());
     }
     Ok(())
+}
+
+/// Copies whose data lands after CreateVolume answered (fault CloneReturnsBeforeDurable): an
+/// empty image now, the real copy swapped in two seconds later.
+fn populate_later(plan: Plan) -> DriverResult<u64> {
+    storage::image::create_sparse(&plan.image, plan.size)?;
+    let image = plan.image.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let staging = image.with_extension("late");
+        let late = Plan {
+            image: staging.clone(),
+            ..plan
+        };
+        if populate(late).is_ok() {
+            let _ = std::fs::rename(&staging, &image);
+        }
+    });
+    Ok(0)
 }

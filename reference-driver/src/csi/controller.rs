@@ -9,6 +9,8 @@ use super::convert::{self, required_str};
 use crate::config::Feature;
 use crate::core::{CreateVolume, Driver};
 use crate::error::{DriverError, DriverResult};
+use crate::faults::Fault;
+use crate::state::Source;
 
 pub struct ControllerService {
     pub driver: Arc<Driver>,
@@ -35,7 +37,21 @@ impl ControllerService {
         let (access_type, fs_type) =
             convert::capabilities(&r.volume_capabilities, "volume_capabilities")?;
         let (required_bytes, limit_bytes) = convert::capacity_range(r.capacity_range.as_ref())?;
-        let source = convert::content_source(r.volume_content_source.as_ref())?;
+        let source = match convert::content_source(r.volume_content_source.as_ref()) {
+            Err(DriverError::InvalidArgument { .. })
+                if self.driver.config.fault(Fault::MalformedSourceAccepted) =>
+            {
+                None
+            }
+            other => other?,
+        };
+        if matches!(source, Some(Source::Volume(_)))
+            && self.driver.config.fault(Fault::CloneUnimplemented)
+        {
+            return Err(DriverError::Unimplemented(
+                "cloning is not implemented".into(),
+            ));
+        }
         if !r.mutable_parameters.is_empty() {
             return Err(DriverError::invalid(
                 "mutable_parameters",
@@ -54,8 +70,23 @@ impl ControllerService {
             parameters: r.parameters.into_iter().collect(),
             source,
         };
-        let volume = self.driver.create_volume(request).await?;
-        Ok(convert::to_volume(&volume))
+        let (volume, replayed) = self.driver.create_volume(request).await?;
+        let mut answer = convert::to_volume(&volume);
+        let faults = &self.driver.config;
+        if faults.fault(Fault::OmitContentSource)
+            || (replayed && faults.fault(Fault::OmitContentSourceOnReplay))
+        {
+            answer.content_source = None;
+        }
+        if answer.content_source.is_some() && faults.fault(Fault::WrongSourceIdEchoed) {
+            answer.content_source = Some(convert::to_content_source(&Source::Volume(
+                volume.id.clone(),
+            )));
+        }
+        if volume.source.is_some() && faults.fault(Fault::CapacityReportedSmaller) {
+            answer.capacity_bytes /= 2;
+        }
+        Ok(answer)
     }
 
     async fn validate(
@@ -102,8 +133,15 @@ impl ControllerService {
 
     fn list_volumes(&self, r: csi::ListVolumesRequest) -> DriverResult<csi::ListVolumesResponse> {
         self.require(Feature::ListVolumes, "ListVolumes")?;
+        let hide_clones = self.driver.config.fault(Fault::ListingHidesClones);
+        let visible = self
+            .driver
+            .volumes()
+            .into_iter()
+            .filter(|v| !(hide_clones && v.source.is_some()))
+            .collect();
         let (page, next_token) = convert::paginate(
-            self.driver.volumes(),
+            visible,
             |v| v.id.as_str(),
             "vol",
             r.max_entries,
@@ -351,9 +389,14 @@ impl Controller for ControllerService {
         let r = r.into_inner();
         reply((|| {
             self.require(Feature::GetVolume, "ControllerGetVolume")?;
-            let volume = self
-                .driver
-                .volume(required_str(&r.volume_id, "volume_id")?)?;
+            let id = required_str(&r.volume_id, "volume_id")?;
+            let volume = self.driver.volume(id)?;
+            if volume.source.is_some() && self.driver.config.fault(Fault::ListingHidesClones) {
+                return Err(DriverError::NotFound {
+                    kind: "volume",
+                    id: id.to_string(),
+                });
+            }
             Ok(csi::ControllerGetVolumeResponse {
                 volume: Some(convert::to_volume(&volume)),
                 // REQUIRED by the spec; this driver has no controller publish and no conditions.

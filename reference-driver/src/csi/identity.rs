@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Feature;
 use crate::core::Driver;
+use crate::faults::Fault;
 
 pub struct IdentityService {
     pub driver: Arc<Driver>,
@@ -23,8 +24,13 @@ impl Identity for IdentityService {
             "csi-spec".to_string(),
             csi_proto::CSI_SPEC_VERSION.to_string(),
         )]);
+        let name = if self.driver.config.fault(Fault::BadPluginName) {
+            format!("{} (broken)", self.driver.config.driver_name)
+        } else {
+            self.driver.config.driver_name.clone()
+        };
         Ok(Response::new(csi::GetPluginInfoResponse {
-            name: self.driver.config.driver_name.clone(),
+            name,
             vendor_version: env!("CARGO_PKG_VERSION").to_string(),
             manifest,
         }))
@@ -61,6 +67,7 @@ impl Identity for IdentityService {
         &self,
         _: Request<csi::ProbeRequest>,
     ) -> Result<Response<csi::ProbeResponse>, Status> {
-        Ok(Response::new(csi::ProbeResponse { ready: Some(true) }))
+        let ready = !self.driver.config.fault(Fault::ProbeNotReady);
+        Ok(Response::new(csi::ProbeResponse { ready: Some(ready) }))
     }
 }

@@ -1,0 +1,141 @@
+//! Filling a new volume's image: empty (mkfs), or a copy of its source grown to the requested
+//! size. The deliberate faults that break copies live here too, so the normal path stays
+//! readable: each is one `if` on the config.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Origin, flush_staged};
+use crate::error::DriverResult;
+use crate::faults::{self, Fault, Faults};
+use crate::state::Source;
+use crate::storage::{self, FsType};
+
+/// Everything `populate` needs, owned, so it can run on a blocking thread.
+pub(super) struct Plan {
+    pub image: PathBuf,
+    pub size: u64,
+    pub fs_type: Option<FsType>,
+    pub origin: Option<Origin>,
+    pub pace: Option<Duration>,
+    pub faults: Faults,
+    /// Where a fault may mount a copy to damage it.
+    pub scratch: PathBuf,
+}
+
+/// Creates the image; returns the size its filesystem now has (for growth at stage time).
+pub(super) fn populate(plan: Plan) -> DriverResult<u64> {
+    let Plan {
+        image,
+        size,
+        fs_type,
+        origin,
+        pace,
+        faults,
+        scratch,
+    } = plan;
+    let fault = |f: Fault| faults.contains(&f);
+    let Some(origin) = origin else {
+        return make_empty(&image, size, fs_type);
+    };
+    if let Some(staged) = &origin.staged {
+        flush_staged(staged, origin.access_type)?;
+    }
+    if fault(Fault::CloneEmpty) {
+        return make_empty(&image, size, fs_type);
+    }
+    if fault(Fault::CloneSharesSource) && matches!(origin.source, Source::Volume(_)) {
+        std::fs::hard_link(&origin.image, &image).map_err(|source| storage::StorageError::Io {
+            op: "link",
+            path: image.clone(),
+            source,
+        })?;
+        return Ok(origin.fs_size_bytes);
+    }
+    copy(&origin.image, &image, pace, &faults)?;
+    if let (true, Some(fs)) = (fault(Fault::CloneDropsModesAndSymlinks), fs_type) {
+        faults::drop_modes_and_symlinks(&image, fs, &scratch)?;
+    }
+    if size < origin.size_bytes {
+        // Only reachable with SmallerThanSourceAccepted: the copy is cut to the asked size.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .and_then(|f| f.set_len(size))
+            .map_err(|source| storage::StorageError::Io {
+                op: "truncate",
+                path: image.clone(),
+                source,
+            })?;
+        return Ok(size);
+    }
+    if size > origin.size_bytes && !fault(Fault::LargerCloneNotGrown) {
+        storage::image::grow_file(&image, size)?;
+        // ext4 grows offline now, so the copy is delivered full size; xfs can only grow
+        // mounted and does so at NodeStageVolume.
+        if fs_type == Some(FsType::Ext4) {
+            storage::image::grow_filesystem_offline(&image, FsType::Ext4)?;
+            return Ok(size);
+        }
+    }
+    if fault(Fault::LargerCloneNotGrown) {
+        // Claims its filesystem is full size, so nothing grows it later either.
+        return Ok(size);
+    }
+    Ok(origin.fs_size_bytes)
+}
+
+fn make_empty(image: &Path, size: u64, fs_type: Option<FsType>) -> DriverResult<u64> {
+    storage::image::create_sparse(image, size)?;
+    if let Some(fs) = fs_type {
+        storage::image::make_filesystem(image, fs)?;
+    }
+    Ok(size)
+}
+
+fn copy(source: &Path, image: &Path, pace: Option<Duration>, faults: &Faults) -> DriverResult<()> {
+    if faults.contains(&Fault::CloneFirstMibOnly) {
+        faults::partial_copy(source, image, 1 << 20)?;
+    } else if faults.contains(&Fault::CloneStopsAtFirstHole) {
+        faults::partial_copy(source, image, faults::first_hole(source)?)?;
+    } else {
+        let stats = storage::copy::clone_file(source, image, pace)?;
+        tracing::info!(method = ?stats.method, data_bytes = stats.data_bytes, "copied source image");
+    }
+    Ok(())
+}
+
+impl super::Driver {
+    /// The deletion faults: damage done to other volumes or snapshots when `deleted` goes.
+    pub(super) fn deletion_faults(&self, deleted: &crate::state::VolumeRecord) {
+        let state = self.store.read();
+        if self.config.fault(Fault::DeleteSourceDeletesClones) {
+            let source = Some(Source::Volume(deleted.id.clone()));
+            for clone in state.volumes.values().filter(|v| v.source == source) {
+                let _ = faults::zero_image(&self.store.volume_image(&clone.id));
+            }
+        }
+        if let (true, Some(Source::Volume(parent))) = (
+            self.config.fault(Fault::DeleteCloneDamagesSource),
+            &deleted.source,
+        ) {
+            if state.volumes.contains_key(parent) {
+                let _ = faults::zero_image(&self.store.volume_image(parent));
+            }
+        }
+        if self.config.fault(Fault::DeleteVolumeDeletesSnapshots) {
+            let doomed: Vec<String> = state
+                .snapshots
+                .values()
+                .filter(|s| s.source_volume_id == deleted.id)
+                .map(|s| s.id.clone())
+                .collect();
+            let _ = self
+                .store
+                .update(|s| doomed.iter().for_each(|id| drop(s.snapshots.remove(id))));
+            for id in doomed {
+                let _ = std::fs::remove_file(self.store.snapshot_image(&id));
+            }
+        }
+    }
+}

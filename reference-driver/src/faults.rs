@@ -1,0 +1,162 @@
+//! Deliberate non-conformance, for proving that every conformance case can fail. Each fault is
+//! a small, named, realistic way to get clones wrong; `--fault NAME` (repeatable) turns one on.
+//! They are compiled in (no cargo feature) so the mutation matrix tests the very binary that
+//! ships; with no `--fault` none of this code runs.
+
+use std::collections::BTreeSet;
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use crate::storage::{self, FsType, StorageError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Fault {
+    /// A copy (clone or restore) creates an empty volume: no data copied.
+    CloneEmpty,
+    /// A copy holds only the first MiB of the source.
+    CloneFirstMibOnly,
+    /// A copy stops at the source's first hole, losing every data extent after it.
+    CloneStopsAtFirstHole,
+    /// A mount copy loses file modes (all 0644) and symlinks.
+    CloneDropsModesAndSymlinks,
+    /// A clone shares its source's image (a hard link): writes leak both ways.
+    CloneSharesSource,
+    /// A copy answers before its data is in place; the data lands seconds later.
+    CloneReturnsBeforeDurable,
+    /// Deleting a volume zeroes the data of its clones.
+    DeleteSourceDeletesClones,
+    /// Deleting a clone zeroes the data of its source.
+    DeleteCloneDamagesSource,
+    /// Deleting a volume deletes its snapshots.
+    DeleteVolumeDeletesSnapshots,
+    /// Responses never carry content_source.
+    OmitContentSource,
+    /// Only replays of an existing volume lack content_source.
+    OmitContentSourceOnReplay,
+    /// content_source names the new volume instead of the source.
+    WrongSourceIdEchoed,
+    /// A replay of an identical request creates a second volume.
+    ReplayCreatesSecondVolume,
+    /// Same name with another (or no) source returns the existing volume, not ALREADY_EXISTS.
+    ConflictIgnoresSource,
+    /// Identical concurrent requests race and each creates a volume.
+    ConcurrentCreatesRace,
+    /// A missing source is INTERNAL instead of NOT_FOUND.
+    MissingSourceInternal,
+    /// A malformed content source (unset type, empty id) is ignored: an empty volume is made.
+    MalformedSourceAccepted,
+    /// A copy smaller than its source is made (truncated) instead of OUT_OF_RANGE.
+    SmallerThanSourceAccepted,
+    /// capacity_bytes of a copy is reported as half the real size.
+    CapacityReportedSmaller,
+    /// A larger copy reports the larger capacity but keeps the source's size.
+    LargerCloneNotGrown,
+    /// ControllerExpandVolume reports the new size without growing anything.
+    ExpandDoesNotGrow,
+    /// Block-to-mount and mount-to-block copies are accepted.
+    AccessTypeMismatchAccepted,
+    /// CLONE_VOLUME is advertised but volume sources answer UNIMPLEMENTED.
+    CloneUnimplemented,
+    /// CLONE_VOLUME is never advertised, yet volume sources are honoured.
+    CloneWithoutCapability,
+    /// A refused copy (e.g. OUT_OF_RANGE) leaves a half-made volume under the request's name.
+    FailedCloneLeaks,
+    /// ListVolumes and ControllerGetVolume do not show volumes that have a content source.
+    ListingHidesClones,
+    /// GetPluginInfo reports a name that is not in domain notation.
+    BadPluginName,
+    /// Probe answers ready = false.
+    ProbeNotReady,
+    /// STAGE_UNSTAGE_VOLUME is not advertised although staging is required.
+    HideStageUnstage,
+}
+
+pub type Faults = BTreeSet<Fault>;
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
+    let path = path.to_path_buf();
+    move |source| StorageError::Io { op, path, source }
+}
+
+/// The first `len` bytes of `src` into a new sparse file of `src`'s length: a partial copy.
+pub fn partial_copy(src: &Path, dst: &Path, len: u64) -> Result<(), StorageError> {
+    let mut input = std::fs::File::open(src).map_err(io("open", src))?;
+    let total = input.metadata().map_err(io("stat", src))?.len();
+    let mut output = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .map_err(io("create", dst))?;
+    output.set_len(total).map_err(io("truncate", dst))?;
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut left = len.min(total);
+    while left > 0 {
+        let want = buffer.len().min(left as usize);
+        let got = input.read(&mut buffer[..want]).map_err(io("read", src))?;
+        if got == 0 {
+            break;
+        }
+        output.write_all(&buffer[..got]).map_err(io("write", dst))?;
+        left -= got as u64;
+    }
+    output.sync_all().map_err(io("fsync", dst))
+}
+
+/// Offset of the first hole in `path` (its length if it has none).
+pub fn first_hole(path: &Path) -> Result<u64, StorageError> {
+    let mut file = std::fs::File::open(path).map_err(io("open", path))?;
+    let hole = rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(0))
+        .map_err(|e| io("seek", path)(e.into()))?;
+    file.seek(SeekFrom::Start(0)).map_err(io("seek", path))?;
+    Ok(hole)
+}
+
+/// Zeroes a volume image in place, keeping its length (its data is gone).
+pub fn zero_image(path: &Path) -> Result<(), StorageError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io("open", path))?;
+    let len = file.metadata().map_err(io("stat", path))?.len();
+    file.set_len(0).map_err(io("truncate", path))?;
+    file.set_len(len).map_err(io("truncate", path))?;
+    file.sync_all().map_err(io("fsync", path))
+}
+
+/// Mounts a copied image and strips what a naive file copy loses: symlinks and modes.
+pub fn drop_modes_and_symlinks(
+    image: &Path,
+    fs: FsType,
+    scratch: &Path,
+) -> Result<(), StorageError> {
+    std::fs::create_dir_all(scratch).map_err(io("create", scratch))?;
+    let device = storage::loopdev::attach(image)?;
+    let result = storage::mount::mount_filesystem(&device, scratch, fs, false).and_then(|()| {
+        let walked = strip(scratch);
+        let unmounted = storage::mount::unmount(scratch);
+        walked.and(unmounted)
+    });
+    let detached = storage::loopdev::detach(&device);
+    let _ = std::fs::remove_dir(scratch);
+    result.and(detached)
+}
+
+fn strip(dir: &Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir).map_err(io("list", dir))? {
+        let path = entry.map_err(io("list", dir))?.path();
+        let kind = std::fs::symlink_metadata(&path)
+            .map_err(io("stat", &path))?
+            .file_type();
+        if kind.is_symlink() {
+            std::fs::remove_file(&path).map_err(io("remove", &path))?;
+        } else if kind.is_dir() {
+            strip(&path)?;
+        } else {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .map_err(io("chmod", &path))?;
+        }
+    }
+    Ok(())
+}

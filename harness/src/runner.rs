@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub work_dir: PathBuf,
     pub connect_timeout: Duration,
     pub properties: BTreeMap<String, String>,
+    /// libtest-mimic's terse output (a dot per case), for runs inside other tests.
+    pub terse: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +202,7 @@ pub fn run(
 
     let arguments = Arguments {
         test_threads: Some(options.test_threads.max(1)),
+        quiet: options.terse,
         ..Arguments::default()
     };
     let _conclusion = libtest_mimic::run(&arguments, trials);

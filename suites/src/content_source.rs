@@ -8,7 +8,7 @@ use harness::case::{
 use harness::context::{CaseCtx, SourceRef};
 use tonic::Code;
 
-use crate::common::{SourceKind, default_access, empty_source};
+use crate::common::{SourceKind, default_access, empty_source, seeded_source};
 
 #[derive(Clone, Copy, Debug)]
 enum Missing {
@@ -48,6 +48,8 @@ enum Flow {
     Replay(SourceKind),
     Conflict(Conflict),
     Listed(Listing),
+    /// A refused clone, then the same name with a valid request: a full, fresh clone.
+    RetryAfterRefusal,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -159,6 +161,12 @@ const ROWS: &[Row] = &[
         "spec: ControllerGetVolume returns the volume",
         &[R::Clone, R::GetVolume],
         Flow::Listed(Listing::GetVolume),
+    ),
+    row(
+        "retry::same_name_after_a_refused_clone_makes_the_full_clone",
+        "spec: CreateVolume — a failed call creates nothing; k8s: external-provisioner retries the same name until it succeeds",
+        &[R::Clone, R::DataPlane],
+        Flow::RetryAfterRefusal,
     ),
 ];
 
@@ -345,6 +353,28 @@ async fn interpret(ctx: CaseCtx, row: Row) -> CaseResult {
                 )?;
             }
             Ok(())
+        }
+        Flow::RetryAfterRefusal => {
+            let (source, seeded) = seeded_source(&ctx, SourceKind::Volume, access).await?;
+            let name = ctx.unique_name("retry");
+            let too_small =
+                ctx.volume_request(&name, access, Some((seeded.size / 2, 0)), Some(&source));
+            expect_code(
+                ctx.create_volume(too_small).await,
+                Code::OutOfRange,
+                "CreateVolume smaller than its source",
+            )?;
+            let valid = ctx.volume_request(&name, access, Some((seeded.size, 0)), Some(&source));
+            let clone = expect_ok(
+                ctx.create_volume(valid).await,
+                "the same name again with a valid size",
+            )?;
+            let digest = ctx.digest_of(&clone, access, seeded.size).await?;
+            ensure_eq(
+                &digest,
+                &seeded.digest,
+                "the retried clone must hold the source data",
+            )
         }
     }
 }

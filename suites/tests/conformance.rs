@@ -12,9 +12,8 @@ use harness::profile::DriverProfile;
 use harness::progress::TerminalProgress;
 use harness::runner::{ReportPaths, RunOptions, run};
 use harness::target::TargetSpec;
-use reference_driver::config::DriverConfig;
-use reference_driver::core::Driver;
-use reference_driver::server::{Endpoint, serve_until};
+
+mod common;
 
 fn main() {
     let args = libtest_mimic_args();
@@ -40,28 +39,11 @@ fn main() {
         .prefix("csi-clone-test-")
         .tempdir_in("/var/tmp")
         .expect("work dir");
-    let socket = work.path().join("reference.sock");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let driver_thread = {
-        let mut config = DriverConfig::new(work.path().join("driver-state"));
-        config.node_id = "conformance-test-node".into();
-        let endpoint = Endpoint::Unix(socket.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().expect("driver runtime");
-            runtime.block_on(async move {
-                let driver = Driver::open(config).expect("reference driver state");
-                serve_until(Arc::new(driver), &endpoint, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("reference driver serves");
-            });
-        })
-    };
+    let driver = common::InProcessDriver::start(work.path(), "reference", |_| {});
     let out = repo.join("target/csi-clone/cargo-test");
     let options = RunOptions {
         target: TargetSpec::Endpoint {
-            controller: Endpoint::Unix(socket),
+            controller: driver.endpoint.clone(),
             node: None,
         },
         profile: Arc::new(profile),
@@ -80,6 +62,7 @@ fn main() {
         work_dir: work.path().to_path_buf(),
         connect_timeout: Duration::from_secs(30),
         properties: BTreeMap::from([("entry".to_string(), "cargo test".to_string())]),
+        terse: false,
     };
     let result = run(
         planned,
@@ -90,8 +73,7 @@ fn main() {
         })],
     );
     let code = suites::cli::finish(result, &out.join("junit.xml"));
-    let _ = stop.send(());
-    let _ = driver_thread.join();
+    drop(driver);
     drop(work);
     std::process::exit(code);
 }

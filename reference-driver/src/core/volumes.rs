@@ -168,7 +168,9 @@ impl Driver {
     ) -> DriverResult<(Origin, tokio::sync::OwnedRwLockReadGuard<()>)> {
         match source {
             Source::Volume(id) => {
-                if !self.config.has(Feature::Clone) {
+                if !self.config.has(Feature::Clone)
+                    && !self.config.fault(Fault::CloneWithoutCapability)
+                {
                     return Err(DriverError::invalid(
                         "volume_content_source.volume",
                         "this driver does not advertise CLONE_VOLUME",

@@ -47,6 +47,14 @@ impl Driver {
         for cleaned in store.recover()? {
             tracing::warn!(%cleaned, "recovered state dir after an unclean stop");
         }
+        // A driver killed mid-copy leaves its source frozen; writers would hang forever.
+        for volume in store.read().volumes.values() {
+            if let (Some(staged), AccessType::Mount) = (&volume.staged, volume.access_type) {
+                if let Err(e) = storage::mount::thaw(&staged.staging_path) {
+                    tracing::warn!(id = %volume.id, error = %e, "could not thaw a staged volume");
+                }
+            }
+        }
         Ok(Driver {
             config,
             store,
@@ -74,11 +82,15 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await?
 }
 
-/// Flushes a staged volume so its image file holds everything written through the mount or
-/// the device before we copy it.
-fn flush_staged(staged: &Staging, access_type: AccessType) -> DriverResult<()> {
+/// Makes a staged volume's image consistent before we copy it: a mounted filesystem is frozen
+/// until the returned guard drops; a block device is flushed (without a filesystem there is
+/// nothing to freeze, so a block copy is point-in-time only if its writers are quiet).
+fn quiesce_staged(
+    staged: &Staging,
+    access_type: AccessType,
+) -> DriverResult<Option<storage::mount::Frozen>> {
     match access_type {
-        AccessType::Mount => storage::mount::sync_filesystem(&staged.staging_path)?,
+        AccessType::Mount => return Ok(Some(storage::mount::freeze(&staged.staging_path)?)),
         AccessType::Block => {
             let device = std::fs::File::open(&staged.device).map_err(|source| {
                 storage::StorageError::Io {
@@ -96,7 +108,7 @@ fn flush_staged(staged: &Staging, access_type: AccessType) -> DriverResult<()> {
                 })?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 fn not_found_volume(id: &str) -> DriverError {

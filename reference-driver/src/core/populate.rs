@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Origin, flush_staged};
+use super::{Origin, quiesce_staged};
 use crate::error::DriverResult;
 use crate::faults::{self, Fault, Faults};
 use crate::state::Source;
@@ -38,9 +38,11 @@ pub(super) fn populate(plan: Plan) -> DriverResult<u64> {
     let Some(origin) = origin else {
         return make_empty(&image, size, fs_type);
     };
-    if let Some(staged) = &origin.staged {
-        flush_staged(staged, origin.access_type)?;
-    }
+    // Held until the copy is done; dropping it thaws the source.
+    let _quiet = match &origin.staged {
+        Some(staged) => quiesce_staged(staged, origin.access_type)?,
+        None => None,
+    };
     if fault(Fault::CloneEmpty) {
         return make_empty(&image, size, fs_type);
     }

@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Driver, blocking, flush_staged, plausible_volume_id};
+use super::{Driver, blocking, plausible_volume_id, quiesce_staged};
 use crate::error::{DriverError, DriverResult};
 use crate::state::{SnapshotRecord, Status, is_driver_id, new_snapshot_id};
 use crate::storage;
@@ -56,9 +56,10 @@ impl Driver {
         let copied = {
             let image = image.clone();
             blocking(move || {
-                if let Some(staged) = &volume.staged {
-                    flush_staged(staged, volume.access_type)?;
-                }
+                let _quiet = match &volume.staged {
+                    Some(staged) => quiesce_staged(staged, volume.access_type)?,
+                    None => None,
+                };
                 storage::copy::clone_file(&source_image, &image, pace)?;
                 Ok(())
             })

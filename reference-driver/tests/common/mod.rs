@@ -19,6 +19,7 @@ use csi_proto::v1::{
     volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode},
     volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource},
 };
+#[allow(unused_imports)] // not every test crate uses the data helpers
 pub use data::*;
 use reference_driver::client::{ClientError, CsiClients, DriverProcess};
 use tonic::transport::Channel;
@@ -355,6 +356,8 @@ async fn spawn(root: &Path, extra: &[String]) -> (DriverProcess, CsiClients) {
 }
 
 /// Lazily unmounts every mount under `root` and detaches loop devices backed by files under it.
+/// A detach the kernel deferred because something (e.g. a prober) still had the device open
+/// shows up as AUTOCLEAR for a moment: such devices get a grace period before they count.
 pub fn sweep(root: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -370,21 +373,43 @@ pub fn sweep(root: &Path) -> Vec<String> {
         let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
         found.push(format!("mount {}", m.display()));
     }
-    let out = Command::new("losetup")
-        .args(["--list", "--noheadings", "--output", "NAME,BACK-FILE"])
-        .output();
-    if let Ok(out) = out {
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Some((dev, back)) = line.trim().split_once(char::is_whitespace) else {
-                continue;
-            };
-            if Path::new(back.trim()).starts_with(root) {
-                let _ = Command::new("losetup").args(["-d", dev]).status();
-                found.push(format!("loop {dev} -> {}", back.trim()));
-            }
-        }
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut loops = loops_under(root);
+    while loops.iter().any(|(_, autoclear, _)| *autoclear) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        loops = loops_under(root);
+    }
+    for (dev, autoclear, back) in loops {
+        let _ = Command::new("losetup").args(["-d", &dev]).status();
+        found.push(format!("loop {dev} (autoclear={autoclear}) -> {back}"));
     }
     found
+}
+
+/// (device, autoclear, backing file) of loop devices backed by files under `root`.
+fn loops_under(root: &Path) -> Vec<(String, bool, String)> {
+    let Ok(out) = Command::new("losetup")
+        .args([
+            "--list",
+            "--noheadings",
+            "--output",
+            "NAME,AUTOCLEAR,BACK-FILE",
+        ])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let (dev, autoclear) = (parts.next()?, parts.next()?);
+            let back = parts.collect::<Vec<_>>().join(" ");
+            Path::new(&back)
+                .starts_with(root)
+                .then(|| (dev.to_string(), autoclear == "1", back))
+        })
+        .collect()
 }
 
 // ---------- request builders ----------
@@ -435,7 +460,7 @@ pub fn req(
 ) -> csi::CreateVolumeRequest {
     csi::CreateVolumeRequest {
         name: name.into(),
-        capacity_range: (required > 0).then(|| csi::CapacityRange {
+        capacity_range: (required > 0).then_some(csi::CapacityRange {
             required_bytes: required as i64,
             limit_bytes: 0,
         }),

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use csi_proto::transport::CsiClients;
 use csi_proto::v1 as csi;
@@ -57,6 +59,9 @@ impl std::fmt::Display for Resource {
 pub struct Ledger {
     entries: Mutex<Vec<(usize, Resource)>>,
     leaked: Mutex<Vec<Resource>>,
+    /// Set on Ctrl-C: cases make no new calls, so the final cleanup sees everything.
+    stopping: AtomicBool,
+    in_flight: AtomicUsize,
     controller: CsiClients,
     node: CsiClients,
     secrets: std::collections::HashMap<String, String>,
@@ -71,6 +76,8 @@ impl Ledger {
         Ledger {
             entries: Mutex::new(Vec::new()),
             leaked: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
             controller,
             node,
             secrets,
@@ -79,6 +86,31 @@ impl Ledger {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Resource)>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A case's call may start: `None` once the run is stopping. Drop the ticket when the
+    /// call (and its recording) is done.
+    pub fn call_ticket(&self) -> Option<CallTicket<'_>> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Some(CallTicket { ledger: self })
+    }
+
+    /// Refuses new calls and waits (up to `limit`) for calls in flight to finish and record.
+    pub async fn quiesce(&self, limit: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let started = Instant::now();
+        while self.in_flight.load(Ordering::SeqCst) > 0 && started.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A finished call records its result right after returning: give that a moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     pub fn record(&self, owner: usize, resource: Resource) {
@@ -214,5 +246,16 @@ impl Ledger {
             .collect();
         leaks.extend(self.lock().iter().map(|(_, r)| r.to_string()));
         leaks
+    }
+}
+
+/// One case call in flight (see [`Ledger::call_ticket`]).
+pub struct CallTicket<'a> {
+    ledger: &'a Ledger,
+}
+
+impl Drop for CallTicket<'_> {
+    fn drop(&mut self) {
+        self.ledger.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -24,6 +24,9 @@ impl CaseCtx {
         limit: Duration,
         call: impl Future<Output = Result<tonic::Response<T>, Status>>,
     ) -> Result<T, Status> {
+        let Some(_ticket) = self.ledger().call_ticket() else {
+            return Err(Status::cancelled("the run was interrupted"));
+        };
         match tokio::time::timeout(limit, call).await {
             Ok(result) => result.map(tonic::Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded(format!(

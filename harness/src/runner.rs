@@ -127,7 +127,7 @@ pub fn run(
     } else {
         None
     };
-    install_interrupt_handler(&runtime, ledger.clone());
+    install_interrupt_handler(&runtime, ledger.clone(), target.pid(), work_dir.clone());
 
     let mut properties = options.properties.clone();
     properties.insert("csi_spec".into(), csi_proto::CSI_SPEC_VERSION.into());
@@ -206,11 +206,16 @@ pub fn run(
         ..Arguments::default()
     };
     let _conclusion = libtest_mimic::run(&arguments, trials);
+    if ledger.is_stopping() {
+        // Interrupted: the handler is cleaning up and will exit 130; reports would be partial.
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
 
-    // Whatever a case could not remove gets one more LIFO pass, then counts as leaked.
-    let mut leaks = runtime.block_on(ledger.cleanup(None));
-    leaks.retain(|_| false);
-    leaks.extend(ledger.leaks());
+    // Whatever a case could not remove gets one more LIFO pass; what still fails is a leak.
+    let _ = runtime.block_on(ledger.cleanup(None));
+    let mut leaks = ledger.leaks();
     if let Some(before) = inventory_before {
         if let Ok(after) = runtime.block_on(probe_ctx.list_volumes()) {
             let ours: BTreeSet<String> = ledger.volume_ids().into_iter().collect();
@@ -221,6 +226,7 @@ pub fn run(
             }
         }
     }
+    let embedded = target.kind == "embedded";
     drop(target);
     remove_empty_dirs(&work_dir);
     Events::emit(
@@ -242,7 +248,31 @@ pub fn run(
         options.reports.json.as_deref(),
         options.reports.markdown.as_deref(),
     )?;
+    if embedded {
+        // The embedded driver's state and log are ours: gone after a clean run, kept to look
+        // at otherwise (never while anything is still mounted below).
+        if crate::exit::for_report(&report) == crate::exit::PASSED && !has_mounts_below(&work_dir) {
+            let _ = std::fs::remove_dir_all(&work_dir);
+        } else if work_dir.exists() {
+            eprintln!(
+                "csi-clone-conformance: embedded driver state and log kept in {}",
+                work_dir.display()
+            );
+        }
+    }
     Ok(report)
+}
+
+/// Whether anything is mounted at or below `dir` (from /proc/self/mountinfo).
+fn has_mounts_below(dir: &std::path::Path) -> bool {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return true;
+    };
+    let prefix = dir.display().to_string();
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|mount_point| mount_point.replace("\\040", " ").starts_with(&prefix))
 }
 
 fn run_trial(
@@ -316,13 +346,28 @@ fn record(
     }
 }
 
-/// Ctrl-C: clean up everything the run created, then exit 130.
-fn install_interrupt_handler(runtime: &tokio::runtime::Runtime, ledger: Arc<Ledger>) {
+/// Ctrl-C: clean up everything the run created, stop an embedded driver, then exit 130.
+fn install_interrupt_handler(
+    runtime: &tokio::runtime::Runtime,
+    ledger: Arc<Ledger>,
+    driver_pid: Option<u32>,
+    work_dir: PathBuf,
+) {
     runtime.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("csi-clone-conformance: interrupted; removing what this run created");
+            ledger.quiesce(Duration::from_secs(120)).await;
             for failure in ledger.cleanup(None).await {
                 eprintln!("  could not remove {failure}");
+            }
+            if let Some(pid) = driver_pid.and_then(|pid| rustix::process::Pid::from_raw(pid as i32))
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                // Its state dir is ours; it goes once the driver is gone and nothing is mounted.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if !has_mounts_below(&work_dir) {
+                    let _ = std::fs::remove_dir_all(&work_dir);
+                }
             }
             std::process::exit(crate::exit::INTERRUPTED);
         }

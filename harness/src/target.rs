@@ -90,7 +90,11 @@ impl Target {
                         path: log_path.clone(),
                         source,
                     })?;
+                // Its own process group: a terminal's Ctrl-C reaches only us, and we clean up
+                // through the driver before stopping it.
+                use std::os::unix::process::CommandExt;
                 let child = Command::new(driver_bin)
+                    .process_group(0)
                     .arg("--endpoint")
                     .arg(endpoint.to_string())
                     .arg("--state-dir")
@@ -146,6 +150,11 @@ impl Target {
             node,
             child: None,
         })
+    }
+
+    /// The spawned driver's process id (embedded target only).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Stops a spawned driver (SIGTERM, then SIGKILL after 10 s); an endpoint is left running.

@@ -37,8 +37,9 @@ pub struct RunOptions {
     pub work_dir: PathBuf,
     pub connect_timeout: Duration,
     pub properties: BTreeMap<String, String>,
-    /// libtest-mimic's terse output (a dot per case), for runs inside other tests.
-    pub terse: bool,
+    /// Run the cases without libtest-mimic's output (for runs inside other tests, such as the
+    /// mutation matrix); events and reports are the same.
+    pub silent: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +168,8 @@ pub fn run(
     let case_limit = Duration::from_secs(
         options.profile.timeouts.clone_secs * 2 + options.profile.timeouts.rpc_secs * 4,
     );
-    let mut trials = Vec::new();
+    type Job = Box<dyn FnOnce() -> Result<(), Failed> + Send>;
+    let mut trials: Vec<(String, Option<Job>)> = Vec::new();
     for (owner, item) in planned.into_iter().enumerate() {
         if let Some(reason) = &item.skip_reason {
             let record = record(
@@ -180,7 +182,7 @@ pub fn run(
                 Vec::new(),
             );
             Events::emit(&events, RunEvent::CaseFinished { record });
-            trials.push(Trial::test(item.name.clone(), || Ok(())).with_ignored_flag(true));
+            trials.push((item.name.clone(), None));
             continue;
         }
         let handle = runtime.handle().clone();
@@ -195,17 +197,30 @@ pub fn run(
         );
         let events = events.clone();
         let name = item.name.clone();
-        trials.push(Trial::test(name, move || {
-            run_trial(item, ctx, handle, events, case_limit)
-        }));
+        trials.push((
+            name,
+            Some(Box::new(move || {
+                run_trial(item, ctx, handle, events, case_limit)
+            })),
+        ));
     }
 
-    let arguments = Arguments {
-        test_threads: Some(options.test_threads.max(1)),
-        quiet: options.terse,
-        ..Arguments::default()
-    };
-    let _conclusion = libtest_mimic::run(&arguments, trials);
+    if options.silent {
+        run_silently(trials, options.test_threads);
+    } else {
+        let trials = trials
+            .into_iter()
+            .map(|(name, job)| match job {
+                Some(job) => Trial::test(name, job),
+                None => Trial::test(name, || Ok(())).with_ignored_flag(true),
+            })
+            .collect();
+        let arguments = Arguments {
+            test_threads: Some(options.test_threads.max(1)),
+            ..Arguments::default()
+        };
+        let _conclusion = libtest_mimic::run(&arguments, trials);
+    }
     if ledger.is_stopping() {
         // Interrupted: the handler is cleaning up and will exit 130; reports would be partial.
         loop {
@@ -273,6 +288,31 @@ fn has_mounts_below(dir: &std::path::Path) -> bool {
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
         .any(|mount_point| mount_point.replace("\\040", " ").starts_with(&prefix))
+}
+
+/// The cases on `threads` worker threads, printing nothing (verdicts travel as events).
+fn run_silently(
+    trials: Vec<(
+        String,
+        Option<Box<dyn FnOnce() -> Result<(), Failed> + Send>>,
+    )>,
+    threads: usize,
+) {
+    let queue = Mutex::new(
+        trials
+            .into_iter()
+            .filter_map(|(_, job)| job)
+            .collect::<Vec<_>>(),
+    );
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                while let Some(job) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+                    let _ = job();
+                }
+            });
+        }
+    });
 }
 
 fn run_trial(

@@ -221,7 +221,7 @@ fn run_command(args: RunArgs) -> i32 {
         work_dir: args.work_dir.clone(),
         connect_timeout: Duration::from_secs(30),
         properties: BTreeMap::new(),
-        terse: false,
+        silent: false,
     };
     let progress = TerminalProgress {
         verbose: args.verbose,

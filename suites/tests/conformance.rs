@@ -62,7 +62,7 @@ fn main() {
         work_dir: work.path().to_path_buf(),
         connect_timeout: Duration::from_secs(30),
         properties: BTreeMap::from([("entry".to_string(), "cargo test".to_string())]),
-        terse: false,
+        silent: false,
     };
     let result = run(
         planned,

@@ -298,9 +298,11 @@ fn run_silently(
     )>,
     threads: usize,
 ) {
+    // Reversed, so popping runs the cases in plan order.
     let queue = Mutex::new(
         trials
             .into_iter()
+            .rev()
             .filter_map(|(_, job)| job)
             .collect::<Vec<_>>(),
     );

@@ -4,10 +4,12 @@
 //! and the Kubernetes e2e external driver file (`testdriver.yaml`), so vendors can reuse it.
 
 mod driver;
+mod quantity;
 mod testdriver;
 
 pub use driver::{
-    Capabilities, ClonePolicy, DataPlane, DriverProfile, LargerClone, ProfileError, QuantityError,
-    Sizes, SourceDeletion, Timeouts, format_quantity, parse_quantity,
+    Capabilities, ClonePolicy, DataPlane, DriverProfile, LargerClone, ProfileError, Sizes,
+    SourceDeletion, Timeouts,
 };
+pub use quantity::{QuantityError, format_quantity, parse_quantity};
 pub use testdriver::load_testdriver;

@@ -86,7 +86,7 @@ fn run_once(fault: Option<Fault>, setup: Setup, work: &std::path::Path) -> Outco
         work_dir: dir.clone(),
         connect_timeout: Duration::from_secs(30),
         properties: BTreeMap::new(),
-        terse: true,
+        silent: true,
     };
     let report: RunReport = run(planned, options, Vec::new())
         .unwrap_or_else(|e| panic!("run with fault {}: {e}", fault_name(fault)));

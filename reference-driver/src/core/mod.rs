@@ -85,11 +85,14 @@ async fn blocking<T: Send + 'static>(
 /// Makes a staged volume's image consistent before we copy it: a mounted filesystem is frozen
 /// until the returned guard drops; a block device is flushed (without a filesystem there is
 /// nothing to freeze, so a block copy is point-in-time only if its writers are quiet).
+/// `freeze: false` is the `clone-without-freeze` fault: a mounted filesystem is only synced.
 fn quiesce_staged(
     staged: &Staging,
     access_type: AccessType,
+    freeze: bool,
 ) -> DriverResult<Option<storage::mount::Frozen>> {
     match access_type {
+        AccessType::Mount if !freeze => storage::mount::sync_filesystem(&staged.staging_path)?,
         AccessType::Mount => return Ok(Some(storage::mount::freeze(&staged.staging_path)?)),
         AccessType::Block => {
             let device = std::fs::File::open(&staged.device).map_err(|source| {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{Origin, quiesce_staged};
 use crate::error::DriverResult;
 use crate::faults::{self, Fault, Faults};
-use crate::state::Source;
+use crate::state::{AccessType, Source};
 use crate::storage::{self, FsType};
 
 /// Everything `populate` needs, owned, so it can run on a blocking thread.
@@ -40,7 +40,11 @@ pub(super) fn populate(plan: Plan) -> DriverResult<u64> {
     };
     // Held until the copy is done; dropping it thaws the source.
     let _quiet = match &origin.staged {
-        Some(staged) => quiesce_staged(staged, origin.access_type)?,
+        Some(staged) => quiesce_staged(
+            staged,
+            origin.access_type,
+            !fault(Fault::CloneWithoutFreeze),
+        )?,
         None => None,
     };
     if fault(Fault::CloneEmpty) {
@@ -54,7 +58,14 @@ pub(super) fn populate(plan: Plan) -> DriverResult<u64> {
         })?;
         return Ok(origin.fs_size_bytes);
     }
-    copy(&origin.image, &image, pace, &faults)?;
+    let unfrozen = fault(Fault::CloneWithoutFreeze)
+        && origin.staged.is_some()
+        && origin.access_type == AccessType::Mount;
+    if unfrozen {
+        faults::slow_copy(&origin.image, &image, faults::UNFROZEN_COPY_RATE)?;
+    } else {
+        copy(&origin.image, &image, pace, &faults)?;
+    }
     if let (true, Some(fs)) = (fault(Fault::CloneDropsModesAndSymlinks), fs_type) {
         faults::drop_modes_and_symlinks(&image, fs, &scratch)?;
     }

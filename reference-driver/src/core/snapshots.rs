@@ -5,7 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Driver, blocking, plausible_volume_id, quiesce_staged};
 use crate::error::{DriverError, DriverResult};
-use crate::state::{SnapshotRecord, Status, is_driver_id, new_snapshot_id};
+use crate::faults::{self, Fault};
+use crate::state::{AccessType, SnapshotRecord, Status, is_driver_id, new_snapshot_id};
 use crate::storage;
 
 impl Driver {
@@ -53,14 +54,21 @@ impl Driver {
         let source_image = self.store.volume_image(source_volume_id);
         let image = self.store.snapshot_image(&record.id);
         let pace = self.config.copy_pace;
+        let freeze = !self.config.fault(Fault::CloneWithoutFreeze);
         let copied = {
             let image = image.clone();
             blocking(move || {
                 let _quiet = match &volume.staged {
-                    Some(staged) => quiesce_staged(staged, volume.access_type)?,
+                    Some(staged) => quiesce_staged(staged, volume.access_type, freeze)?,
                     None => None,
                 };
-                storage::copy::clone_file(&source_image, &image, pace)?;
+                let unfrozen =
+                    !freeze && volume.staged.is_some() && volume.access_type == AccessType::Mount;
+                if unfrozen {
+                    faults::slow_copy(&source_image, &image, faults::UNFROZEN_COPY_RATE)?;
+                } else {
+                    storage::copy::clone_file(&source_image, &image, pace)?;
+                }
                 Ok(())
             })
             .await

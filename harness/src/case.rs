@@ -125,28 +125,40 @@ pub struct Suite {
 
 impl Suite {
     /// Binds each typed row to the suite's interpreter.
-    pub fn from_rows<R, F, Fut>(
-        name: &'static str,
-        rows: &[R],
-        meta: fn(&R) -> CaseMeta,
-        interpret: F,
-    ) -> Suite
+    pub fn from_rows<F, I, Fut>(name: &'static str, rows: &[Row<F>], interpret: I) -> Suite
     where
-        R: Clone + Send + Sync + 'static,
-        F: Fn(CaseCtx, R) -> Fut + Send + Sync + Copy + 'static,
+        F: Copy + Send + Sync + 'static,
+        I: Fn(CaseCtx, Row<F>) -> Fut + Send + Sync + Copy + 'static,
         Fut: Future<Output = CaseResult> + Send + 'static,
     {
         let cases = rows
             .iter()
-            .map(|row| {
-                let row = row.clone();
-                Case {
-                    meta: meta(&row),
-                    run: Arc::new(move |ctx| Box::pin(interpret(ctx, row.clone())) as CaseFuture),
-                }
+            .map(|&row| Case {
+                meta: row.meta,
+                run: Arc::new(move |ctx| Box::pin(interpret(ctx, row)) as CaseFuture),
             })
             .collect();
         Suite { name, cases }
+    }
+}
+
+/// One table row: the case's metadata and the suite-specific flow its interpreter runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Row<F> {
+    pub meta: CaseMeta,
+    pub flow: F,
+}
+
+/// A row for a `const` table.
+pub const fn row<F>(
+    id: &'static str,
+    rule: &'static str,
+    requires: &'static [Requirement],
+    flow: F,
+) -> Row<F> {
+    Row {
+        meta: CaseMeta { id, rule, requires },
+        flow,
     }
 }
 

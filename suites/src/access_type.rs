@@ -4,7 +4,7 @@
 use std::os::unix::fs::FileTypeExt;
 
 use harness::case::{
-    CaseMeta, CaseResult, Requirement as R, Suite, ensure, ensure_eq, expect_code, expect_ok,
+    CaseResult, Requirement as R, Row, Suite, ensure, ensure_eq, expect_code, expect_ok, row,
 };
 use harness::context::{Access, CaseCtx};
 use tonic::Code;
@@ -23,22 +23,9 @@ enum Flow {
     BlockCloneIsDevice,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Row {
-    meta: CaseMeta,
-    flow: Flow,
-}
-
-const fn row(id: &'static str, rule: &'static str, requires: &'static [R], flow: Flow) -> Row {
-    Row {
-        meta: CaseMeta { id, rule, requires },
-        flow,
-    }
-}
-
 const MISMATCH: &str = "spec: CreateVolume errors / 3 INVALID_ARGUMENT (source incompatible); k8s: external-provisioner requires the same volumeMode";
 
-const ROWS: &[Row] = &[
+const ROWS: &[Row<Flow>] = &[
     row(
         "clone::block_source_to_mount_clone_is_invalid_argument",
         MISMATCH,
@@ -88,10 +75,10 @@ const ROWS: &[Row] = &[
 ];
 
 pub fn suite() -> Suite {
-    Suite::from_rows("access_type", ROWS, |r| r.meta, interpret)
+    Suite::from_rows("access_type", ROWS, interpret)
 }
 
-async fn interpret(ctx: CaseCtx, row: Row) -> CaseResult {
+async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
     match row.flow {
         Flow::Mismatch { kind, from, to } => {
             let (source, size) = empty_source(&ctx, kind, from).await?;

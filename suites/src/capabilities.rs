@@ -5,7 +5,7 @@ use csi_proto::v1::{
     controller_service_capability::rpc::Type as Ctl, node_service_capability::rpc::Type as Nd,
 };
 use harness::case::{
-    CaseMeta, CaseResult, Requirement as R, Suite, ensure, expect_code, expect_ok, fail_with,
+    CaseResult, Requirement as R, Row, Suite, ensure, expect_code, expect_ok, fail_with, row,
 };
 use harness::context::{CaseCtx, SourceRef};
 use tonic::Code;
@@ -22,20 +22,7 @@ enum Flow {
     CloneRefusedWithoutCapability,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Row {
-    meta: CaseMeta,
-    flow: Flow,
-}
-
-const fn row(id: &'static str, rule: &'static str, requires: &'static [R], flow: Flow) -> Row {
-    Row {
-        meta: CaseMeta { id, rule, requires },
-        flow,
-    }
-}
-
-const ROWS: &[Row] = &[
+const ROWS: &[Row<Flow>] = &[
     row(
         "identity::plugin_info_is_sane_and_matches_profile",
         "spec: GetPluginInfo (name in domain notation, at most 63 characters; vendor_version REQUIRED)",
@@ -75,7 +62,7 @@ const ROWS: &[Row] = &[
 ];
 
 pub fn suite() -> Suite {
-    Suite::from_rows("capabilities", ROWS, |r| r.meta, interpret)
+    Suite::from_rows("capabilities", ROWS, interpret)
 }
 
 /// Domain-name notation: alphanumerics at both ends, dashes, dots and underscores between.
@@ -99,7 +86,7 @@ fn compare(what: &str, declared: bool, advertised: bool) -> CaseResult {
     )
 }
 
-async fn interpret(ctx: CaseCtx, row: Row) -> CaseResult {
+async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
     let declared = ctx.profile().capabilities.clone();
     match row.flow {
         Flow::PluginInfo => {

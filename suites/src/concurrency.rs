@@ -2,7 +2,7 @@
 //! at once make at most one volume.
 
 use futures::future::join_all;
-use harness::case::{CaseMeta, CaseResult, Requirement as R, Suite, ensure, ensure_eq, fail_with};
+use harness::case::{CaseResult, Requirement as R, Row, Suite, ensure, ensure_eq, fail_with, row};
 use harness::context::CaseCtx;
 use tonic::Code;
 
@@ -14,36 +14,26 @@ enum Flow {
     IdenticalCreates,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Row {
-    meta: CaseMeta,
-    flow: Flow,
-}
-
-const ROWS: &[Row] = &[
-    Row {
-        meta: CaseMeta {
-            id: "clones::parallel_clones_of_one_source_all_hold_its_data",
-            rule: "spec: CLONE_VOLUME; concurrent calls on different names must all be served (ABORTED only for the same volume)",
-            requires: &[R::Clone, R::DataPlane],
-        },
-        flow: Flow::ParallelClones,
-    },
-    Row {
-        meta: CaseMeta {
-            id: "clones::identical_concurrent_creates_make_one_volume",
-            rule: "spec: CreateVolume idempotency — the same name provisions at most one volume; ABORTED allowed while pending",
-            requires: &[R::Clone],
-        },
-        flow: Flow::IdenticalCreates,
-    },
+const ROWS: &[Row<Flow>] = &[
+    row(
+        "clones::parallel_clones_of_one_source_all_hold_its_data",
+        "spec: CLONE_VOLUME; concurrent calls on different names must all be served (ABORTED only for the same volume)",
+        &[R::Clone, R::DataPlane],
+        Flow::ParallelClones,
+    ),
+    row(
+        "clones::identical_concurrent_creates_make_one_volume",
+        "spec: CreateVolume idempotency — the same name provisions at most one volume; ABORTED allowed while pending",
+        &[R::Clone],
+        Flow::IdenticalCreates,
+    ),
 ];
 
 pub fn suite() -> Suite {
-    Suite::from_rows("concurrency", ROWS, |r| r.meta, interpret)
+    Suite::from_rows("concurrency", ROWS, interpret)
 }
 
-async fn interpret(ctx: CaseCtx, row: Row) -> CaseResult {
+async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
     let access = default_access(&ctx);
     match row.flow {
         Flow::ParallelClones => {

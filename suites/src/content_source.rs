@@ -3,7 +3,7 @@
 
 use csi_proto::v1 as csi;
 use harness::case::{
-    CaseMeta, CaseResult, Requirement as R, Suite, ensure, ensure_eq, expect_code, expect_ok,
+    CaseResult, Requirement as R, Row, Suite, ensure, ensure_eq, expect_code, expect_ok, row,
 };
 use harness::context::{CaseCtx, SourceRef};
 use tonic::Code;
@@ -52,20 +52,7 @@ enum Flow {
     RetryAfterRefusal,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Row {
-    meta: CaseMeta,
-    flow: Flow,
-}
-
-const fn row(id: &'static str, rule: &'static str, requires: &'static [R], flow: Flow) -> Row {
-    Row {
-        meta: CaseMeta { id, rule, requires },
-        flow,
-    }
-}
-
-const ROWS: &[Row] = &[
+const ROWS: &[Row<Flow>] = &[
     row(
         "volume::clone_echoes_volume_source",
         "spec: Volume.content_source; k8s: external-provisioner deletes a clone whose response lacks content_source",
@@ -171,10 +158,10 @@ const ROWS: &[Row] = &[
 ];
 
 pub fn suite() -> Suite {
-    Suite::from_rows("content_source", ROWS, |r| r.meta, interpret)
+    Suite::from_rows("content_source", ROWS, interpret)
 }
 
-async fn interpret(ctx: CaseCtx, row: Row) -> CaseResult {
+async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
     let access = default_access(&ctx);
     let size = ctx.volume_size();
     match row.flow {

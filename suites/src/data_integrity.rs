@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use csi_proto::v1 as csi;
 use harness::case::{
-    CaseError, CaseMeta, CaseResult, Requirement as R, Suite, ensure_eq, expect_ok, fail_with,
-    harness_error,
+    CaseError, CaseResult, Requirement as R, Row, Suite, ensure_eq, expect_ok, fail_with,
+    harness_error, row,
 };
 use harness::context::{Access, CaseCtx, SourceRef};
 use harness::data::{self, DataError, Digest};
@@ -31,25 +31,12 @@ enum Flow {
     CopyUnderWrites(SourceKind),
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Row {
-    meta: CaseMeta,
-    flow: Flow,
-}
-
-const fn row(id: &'static str, rule: &'static str, requires: &'static [R], flow: Flow) -> Row {
-    Row {
-        meta: CaseMeta { id, rule, requires },
-        flow,
-    }
-}
-
 const CLONE: &str =
     "spec: VolumeContentSource — the new volume is pre-populated with the source's data";
 
 const UNDER_WRITES: &str = "spec: CLONE_VOLUME / CreateSnapshot on a volume in use; k8s: clones and snapshots of PVCs used by running pods";
 
-const ROWS: &[Row] = &[
+const ROWS: &[Row<Flow>] = &[
     row(
         "mount::clone_has_the_source_tree",
         CLONE,
@@ -101,10 +88,10 @@ const ROWS: &[Row] = &[
 ];
 
 pub fn suite() -> Suite {
-    Suite::from_rows("data_integrity", ROWS, |r| r.meta, interpret)
+    Suite::from_rows("data_integrity", ROWS, interpret)
 }
 
-async fn interpret(ctx: CaseCtx, row: Row) -> CaseResult {
+async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
     match row.flow {
         Flow::Copy(kind, access) => {
             let (source, seeded) = seeded_source(&ctx, kind, access).await?;

@@ -3,7 +3,7 @@
 //! the original data.
 
 use harness::case::{
-    CaseMeta, CaseResult, Requirement as R, Suite, ensure_eq, expect_ok, fail_with,
+    CaseResult, Requirement as R, Row, Suite, ensure_eq, expect_ok, fail_with, row,
 };
 use harness::context::{Access, CaseCtx, SourceRef};
 use harness::data::{self, Digest};
@@ -37,23 +37,10 @@ enum Flow {
     Chain(Chain, Access),
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Row {
-    meta: CaseMeta,
-    flow: Flow,
-}
-
-const fn row(id: &'static str, rule: &'static str, requires: &'static [R], flow: Flow) -> Row {
-    Row {
-        meta: CaseMeta { id, rule, requires },
-        flow,
-    }
-}
-
 const INDEPENDENT: &str = "k8s: a clone is a new, independent volume (storage/volume-pvc-datasource); spec: VolumeContentSource pre-populates a new volume";
 const DV: &str = "spec: DeleteVolume — OK leaving dependants intact, or 9 FAILED_PRECONDITION with the volume untouched";
 
-const ROWS: &[Row] = &[
+const ROWS: &[Row<Flow>] = &[
     row(
         "mount::write_to_source_after_clone_leaves_clone_unchanged",
         INDEPENDENT,
@@ -129,7 +116,7 @@ const ROWS: &[Row] = &[
 ];
 
 pub fn suite() -> Suite {
-    Suite::from_rows("independence", ROWS, |r| r.meta, interpret)
+    Suite::from_rows("independence", ROWS, interpret)
 }
 
 /// Writes a marker into a volume (a new file, or 4 KiB in the middle of a block device).
@@ -174,7 +161,7 @@ async fn copy_of(
     )
 }
 
-async fn interpret(ctx: CaseCtx, row: Row) -> CaseResult {
+async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
     match row.flow {
         Flow::WriteAfterClone(side, access) => {
             let (source, seeded) = seeded_source(&ctx, SourceKind::Volume, access).await?;

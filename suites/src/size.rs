@@ -2,8 +2,8 @@
 //! no capacity range, limit below the source, expanding a clone, cloning an expanded source.
 
 use harness::case::{
-    CaseMeta, CaseResult, Requirement as R, Suite, ensure, ensure_eq, expect_code, expect_ok,
-    fail_with,
+    CaseResult, Requirement as R, Row, Suite, ensure, ensure_eq, expect_code, expect_ok, fail_with,
+    row,
 };
 use harness::context::{Access, CaseCtx};
 use harness::data;
@@ -24,20 +24,7 @@ enum Flow {
     CloneExpandedSource(Access),
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Row {
-    meta: CaseMeta,
-    flow: Flow,
-}
-
-const fn row(id: &'static str, rule: &'static str, requires: &'static [R], flow: Flow) -> Row {
-    Row {
-        meta: CaseMeta { id, rule, requires },
-        flow,
-    }
-}
-
-const ROWS: &[Row] = &[
+const ROWS: &[Row<Flow>] = &[
     row(
         "clone::equal_size_is_honoured",
         "spec: capacity_range MUST be honored, also with a content source",
@@ -101,7 +88,7 @@ const ROWS: &[Row] = &[
 ];
 
 pub fn suite() -> Suite {
-    Suite::from_rows("size", ROWS, |r| r.meta, interpret)
+    Suite::from_rows("size", ROWS, interpret)
 }
 
 fn at_least(capacity: i64, wanted: u64, what: &str) -> CaseResult {
@@ -175,7 +162,7 @@ async fn check_grown(
     result
 }
 
-async fn interpret(ctx: CaseCtx, row: Row) -> CaseResult {
+async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
     let access = crate::common::default_access(&ctx);
     let size = ctx.volume_size();
     match row.flow {

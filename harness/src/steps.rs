@@ -42,7 +42,8 @@ pub async fn blocking<T: Send + 'static>(
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its `source` chain on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

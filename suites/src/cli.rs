@@ -12,6 +12,7 @@ use harness::plan::{Selection, plan};
 use harness::profile::{DriverProfile, load_testdriver};
 use harness::progress::TerminalProgress;
 use harness::runner::{ReportPaths, RunError, RunOptions, run};
+pub use harness::steps::error_chain;
 use harness::target::{TargetSpec, find_reference_driver};
 
 #[derive(Parser, Debug)]
@@ -139,17 +140,6 @@ pub fn selection(select: &SelectArgs) -> Selection {
         skip: select.skip.clone(),
         exact: select.exact,
     }
-}
-
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Prints `name: test` lines like libtest's `--list`, with skip reasons on stderr.

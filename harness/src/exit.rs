@@ -1,4 +1,4 @@
-//! The one table of exit codes of `csi-clone-conformance` (also in README.md and docs/cli.md).
+//! The one table of exit codes of `csi-clone-conformance` (also in README.md).
 
 /// Every selected case passed (skips allowed) and nothing leaked.
 pub const PASSED: i32 = 0;

@@ -22,6 +22,7 @@ pub mod v1 {
     tonic::include_proto!("csi.v1");
 }
 
+pub mod authority;
 pub mod transport;
 
 /// The CSI specification version these definitions follow.

@@ -1,0 +1,170 @@
+//! Loop devices of the run: those whose backing file (as /sys/block/loopN/loop/backing_file
+//! shows it) is at or below the run directory. Before a device is detached, every mount of it —
+//! anywhere, since a driver may mount it outside the run directory — is unmounted, or the
+//! kernel would only mark it for detaching once released.
+
+use std::ffi::OsStr;
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::SweepOptions;
+use super::mountinfo::{self, Mount};
+use super::mounts;
+use super::paths::{RunDir, shown_path};
+use super::report::{DetachedLoop, SweepReport};
+
+const SYS_BLOCK: &str = "/sys/block";
+
+/// `LOOP_CLR_FD` from linux/loop.h (not in the libc crate).
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+
+/// A loop device bound to a file of the run.
+#[derive(Clone, Debug)]
+pub(crate) struct LoopDevice {
+    /// `loopN`, its name under /sys/block.
+    name: String,
+    device: PathBuf,
+    backing: PathBuf,
+    /// `major:minor` of the device and of its partitions, to find their mounts.
+    numbers: Vec<String>,
+}
+
+impl LoopDevice {
+    /// Whether `m` mounts this device or one of its partitions.
+    fn is_mounted_by(&self, m: &Mount) -> bool {
+        self.numbers.contains(&m.dev) || Path::new(&m.source) == self.device
+    }
+
+    /// Leftover lines: the device itself and each place it is still mounted.
+    pub(crate) fn leftover_lines(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "loop device {} of the run is still attached to {}",
+            self.device.display(),
+            self.backing.display()
+        )];
+        if let Ok(table) = mountinfo::read() {
+            for m in table.iter().filter(|m| self.is_mounted_by(m)) {
+                lines.push(format!(
+                    "loop device {} is still mounted at {}",
+                    self.device.display(),
+                    m.mount_point.display()
+                ));
+            }
+        }
+        lines
+    }
+}
+
+/// Every loop device whose backing file is at or below the run directory.
+pub(crate) fn find(run: &RunDir) -> Vec<LoopDevice> {
+    let Ok(entries) = std::fs::read_dir(SYS_BLOCK) else {
+        return Vec::new();
+    };
+    let mut found: Vec<LoopDevice> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("loop"))
+        .filter_map(|name| describe(&name))
+        .filter(|device| run.contains(&device.backing))
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+}
+
+/// The device `loopN` if it is bound to a file.
+fn describe(name: &str) -> Option<LoopDevice> {
+    let sys = Path::new(SYS_BLOCK).join(name);
+    let backing = backing_file(name)?;
+    let mut numbers = vec![read_trimmed(&sys.join("dev"))?];
+    // Partitions appear as /sys/block/loopN/loopNpM, each with its own dev file.
+    if let Ok(entries) = std::fs::read_dir(&sys) {
+        for entry in entries.flatten() {
+            if entry.file_name().as_bytes().starts_with(name.as_bytes()) {
+                numbers.extend(read_trimmed(&entry.path().join("dev")));
+            }
+        }
+    }
+    Some(LoopDevice {
+        name: name.to_string(),
+        device: Path::new("/dev").join(name),
+        backing,
+        numbers,
+    })
+}
+
+fn backing_file(name: &str) -> Option<PathBuf> {
+    let path = Path::new(SYS_BLOCK).join(name).join("loop/backing_file");
+    let bytes = std::fs::read(path).ok()?;
+    Some(shown_path(OsStr::from_bytes(&bytes)))
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Unmounts and detaches each device, reporting what worked and what did not.
+pub(crate) fn detach_all(
+    devices: Vec<LoopDevice>,
+    options: &SweepOptions,
+    report: &mut SweepReport,
+) {
+    for device in devices {
+        if backing_file(&device.name).as_ref() != Some(&device.backing) {
+            continue; // already detached, or rebound to something else since we looked
+        }
+        mounts::unmount_all(|m| device.is_mounted_by(m), report);
+        match detach(&device, options) {
+            Ok(()) => report.detached.push(DetachedLoop {
+                device: device.device.clone(),
+                backing_file: device.backing.clone(),
+            }),
+            Err(reason) => report.failed.push(format!(
+                "detach loop device {} ({}): {reason}",
+                device.device.display(),
+                device.backing.display()
+            )),
+        }
+    }
+}
+
+/// LOOP_CLR_FD, then a bounded wait for the binding to disappear from sysfs (the kernel defers
+/// it while the device is still open elsewhere).
+fn detach(device: &LoopDevice, options: &SweepOptions) -> Result<(), String> {
+    clear_fd(&device.device)?;
+    let deadline = Instant::now() + options.detach_wait;
+    loop {
+        if backing_file(&device.name).as_ref() != Some(&device.backing) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "still attached after {:?}: the device is held open elsewhere",
+                options.detach_wait
+            ));
+        }
+        std::thread::sleep(options.poll);
+    }
+}
+
+fn clear_fd(device: &Path) -> Result<(), String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(device)
+        .map_err(|e| format!("open: {e}"))?;
+    // SAFETY: LOOP_CLR_FD takes no argument pointer; the fd is open for the whole call.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_CLR_FD as _, 0) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::ENXIO) => Ok(()), // not bound any more
+        _ => Err(format!("LOOP_CLR_FD: {error}")),
+    }
+}

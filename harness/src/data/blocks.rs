@@ -1,7 +1,9 @@
 //! Block datasets: seeded blocks at scattered offsets of a device, and device-range digests.
+//! The planner and the stream digest are pure, so a target that writes and reads devices
+//! through streams (`dd` in a pod) produces and checks the very same bytes.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -16,39 +18,30 @@ const BLOCK: u64 = 64 * 1024;
 const BLOCK_PAGES: u64 = BLOCK / PAGE;
 const MARKER_LEN: usize = 4096;
 
-/// Writes seeded 64 KiB blocks at `count` offsets (at least 2) of the device or file at `path`,
-/// then fsyncs. Offsets are 4096-aligned, non-overlapping, spread over `device_len` (one per
-/// equal stratum, so they cover the whole device) and always include 0 and the last 64 KiB
-/// (of the 4096-aligned length). The file is never created, truncated or extended.
-/// Returns the offsets written, sorted.
-pub fn seed_blocks(
-    path: &Path,
-    seed: u64,
-    device_len: u64,
-    count: usize,
-) -> Result<Vec<u64>, DataError> {
+/// One seeded block: `data` goes at byte `offset` of the device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeededBlock {
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// The blocks `seed_blocks` writes, without touching a device: `count` (at least 2) seeded
+/// 64 KiB blocks at 4096-aligned, non-overlapping offsets spread over `device_len` (one per
+/// equal stratum, so they cover the whole device), always including 0 and the last 64 KiB
+/// (of the 4096-aligned length). Sorted by offset.
+pub fn block_plan(seed: u64, device_len: u64, count: usize) -> Result<Vec<SeededBlock>, DataError> {
     let n = count.max(2) as u64;
     let pages = device_len / PAGE;
     if pages / n < BLOCK_PAGES {
         return Err(DataError::TooManyBlocks {
-            path: path.to_path_buf(),
             count: n as usize,
             device_len,
         });
     }
-    // Writing past the end of a regular file would silently grow it.
-    let actual = self::device_len(path)?;
-    if actual < device_len {
-        return Err(DataError::TooShort {
-            path: path.to_path_buf(),
-            expected: device_len,
-            actual,
-        });
-    }
-
     let mut rng = StdRng::seed_from_u64(seed);
     // Stratum i spans pages [i*pages/n, (i+1)*pages/n), at least BLOCK_PAGES long, so a block
-    // placed inside it never overlaps its neighbours.
+    // placed inside it never overlaps its neighbours. All offsets are drawn before any data:
+    // that order is the RNG stream recorded seeds replay.
     let offsets: Vec<u64> = (0..n)
         .map(|i| {
             let start = i * pages / n;
@@ -63,43 +56,100 @@ pub fn seed_blocks(
             page * PAGE
         })
         .collect();
+    Ok(offsets
+        .into_iter()
+        .map(|offset| {
+            let mut data = vec![0u8; BLOCK as usize];
+            rng.fill_bytes(&mut data);
+            SeededBlock { offset, data }
+        })
+        .collect())
+}
 
+/// Writes the blocks of `block_plan(seed, device_len, count)` into the device or file at
+/// `path`, then fsyncs. The file is never created, truncated or extended.
+/// Returns the offsets written, sorted.
+pub fn seed_blocks(
+    path: &Path,
+    seed: u64,
+    device_len: u64,
+    count: usize,
+) -> Result<Vec<u64>, DataError> {
+    let plan = block_plan(seed, device_len, count)?;
+    // Writing past the end of a regular file would silently grow it.
+    let actual = self::device_len(path)?;
+    if actual < device_len {
+        return Err(DataError::TooShort {
+            path: path.to_path_buf(),
+            expected: device_len,
+            actual,
+        });
+    }
     let f = OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
         .ctx("open", path)?;
-    let mut block = vec![0u8; BLOCK as usize];
-    for &off in &offsets {
-        rng.fill_bytes(&mut block);
-        f.write_all_at(&block, off).ctx("write", path)?;
+    for block in &plan {
+        f.write_all_at(&block.data, block.offset)
+            .ctx("write", path)?;
     }
     f.sync_all().ctx("fsync", path)?;
-    Ok(offsets)
+    Ok(plan.iter().map(|b| b.offset).collect())
 }
 
 /// SHA-256 of the first `len` bytes of a device or file, read 1 MiB at a time.
 pub fn device_digest(path: &Path, len: u64) -> Result<Digest, DataError> {
-    let mut f = File::open(path).ctx("open", path)?;
+    let f = File::open(path).ctx("open", path)?;
+    hash_prefix(f, len).map_err(|e| match e {
+        PrefixError::Short(actual) => DataError::TooShort {
+            path: path.to_path_buf(),
+            expected: len,
+            actual,
+        },
+        PrefixError::Io(source) => DataError::Io {
+            op: "read",
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
+/// SHA-256 of exactly the first `len` bytes of a stream (e.g. `dd if=<device>` run where the
+/// device is attached): equal to `device_digest` of the same bytes. Bytes after `len` are
+/// not read; a stream that ends early is an error naming `what`.
+pub fn digest_stream<R: Read>(input: R, len: u64, what: &str) -> Result<Digest, DataError> {
+    hash_prefix(input, len).map_err(|e| match e {
+        PrefixError::Short(actual) => DataError::StreamTooShort {
+            what: what.to_owned(),
+            expected: len,
+            actual,
+        },
+        PrefixError::Io(source) => DataError::stream("read", what, source),
+    })
+}
+
+enum PrefixError {
+    /// The input ended after this many bytes.
+    Short(u64),
+    Io(io::Error),
+}
+
+/// The one implementation behind `device_digest` and `digest_stream`.
+fn hash_prefix<R: Read>(mut input: R, len: u64) -> Result<Digest, PrefixError> {
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; CHUNK.min(len as usize)];
     let mut left = len;
     while left > 0 {
         let want = left.min(CHUNK as u64) as usize;
-        match f.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(DataError::TooShort {
-                    path: path.to_path_buf(),
-                    expected: len,
-                    actual: len - left,
-                });
-            }
+        match input.read(&mut buf[..want]) {
+            Ok(0) => return Err(PrefixError::Short(len - left)),
             Ok(n) => {
                 h.update(&buf[..n]);
                 left -= n as u64;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).ctx("read", path),
+            Err(e) => return Err(PrefixError::Io(e)),
         }
     }
     Ok(Digest(h.finalize().into()))
@@ -112,7 +162,14 @@ pub fn device_len(path: &Path) -> Result<u64, DataError> {
     f.seek(SeekFrom::End(0)).ctx("seek to end of", path)
 }
 
-/// Overwrites 4 KiB at `offset` with bytes seeded by `seed` and fsyncs.
+/// The 4 KiB `write_block_marker` writes for `seed`.
+pub fn block_marker(seed: u64) -> [u8; MARKER_LEN] {
+    let mut data = [0u8; MARKER_LEN];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    data
+}
+
+/// Overwrites 4 KiB at `offset` with `block_marker(seed)` and fsyncs.
 pub fn write_block_marker(path: &Path, seed: u64, offset: u64) -> Result<(), DataError> {
     let len = device_len(path)?;
     if offset
@@ -126,8 +183,7 @@ pub fn write_block_marker(path: &Path, seed: u64, offset: u64) -> Result<(), Dat
             device_len: len,
         });
     }
-    let mut data = [0u8; MARKER_LEN];
-    StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    let data = block_marker(seed);
     let f = OpenOptions::new()
         .write(true)
         .open(path)
@@ -230,6 +286,68 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("missing")
+        );
+    }
+
+    #[test]
+    fn plan_is_what_seed_blocks_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = sparse_file(&dir, "plan");
+        let plan = block_plan(8, LEN, 12).unwrap();
+        assert_eq!(
+            seed_blocks(&p, 8, LEN, 12).unwrap(),
+            plan.iter().map(|b| b.offset).collect::<Vec<_>>()
+        );
+        let f = File::open(&p).unwrap();
+        let mut got = vec![0u8; BLOCK as usize];
+        for b in &plan {
+            f.read_exact_at(&mut got, b.offset).unwrap();
+            assert!(got == b.data, "block at {} differs", b.offset);
+        }
+        assert_eq!(block_plan(8, LEN, 12).unwrap(), plan);
+        assert_ne!(block_plan(9, LEN, 12).unwrap(), plan);
+        let too_many = block_plan(1, LEN, 1025).unwrap_err();
+        assert!(
+            matches!(too_many, DataError::TooManyBlocks { count: 1025, .. }),
+            "{too_many}"
+        );
+    }
+
+    #[test]
+    fn block_marker_is_what_write_block_marker_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = sparse_file(&dir, "marker");
+        write_block_marker(&p, 3, 5 * PAGE).unwrap();
+        let mut got = [0u8; MARKER_LEN];
+        File::open(&p)
+            .unwrap()
+            .read_exact_at(&mut got, 5 * PAGE)
+            .unwrap();
+        assert_eq!(got, block_marker(3));
+        assert_ne!(block_marker(3), block_marker(4));
+    }
+
+    #[test]
+    fn digest_stream_is_device_digest_and_reads_no_further() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = sparse_file(&dir, "dev");
+        seed_blocks(&p, 2, LEN, 8).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        for len in [0, 1, 4095, CHUNK as u64 + 1, LEN] {
+            let mut input = io::Cursor::new(&bytes);
+            let d = digest_stream(&mut input, len, "dd of the clone").unwrap();
+            assert_eq!(d, device_digest(&p, len).unwrap(), "len {len}");
+            assert_eq!(input.position(), len, "read past {len}");
+        }
+        let err = digest_stream(&bytes[..100], 101, "dd of the clone").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, DataError::StreamTooShort { actual: 100, .. }),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("dd of the clone") && msg.contains("101"),
+            "{msg}"
         );
     }
 }

@@ -2,17 +2,33 @@
 //! clone can be compared with its source byte for byte (design §3). Everything derives from a
 //! recorded seed, so a failing comparison can be replayed exactly.
 //!
+//! Datasets reach a volume either directly (a published directory or device node) or as a
+//! stream (a tar archive or raw bytes piped through a pod); both paths share the seeded content
+//! and the digests, so either side of a comparison may use either path.
+//!
 //! All functions do blocking std I/O; async callers run them in `spawn_blocking`.
 
 mod blocks;
+mod entries;
+mod seed;
+mod tar_read;
+mod tar_write;
+#[cfg(test)]
+mod test_support;
 mod tree;
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use blocks::{device_digest, device_len, seed_blocks, write_block_marker};
-pub use tree::{TreeManifest, seed_tree, tree_digest, write_marker};
+pub use blocks::{
+    SeededBlock, block_marker, block_plan, device_digest, device_len, digest_stream, seed_blocks,
+    write_block_marker,
+};
+pub use seed::{TreeManifest, seed_tree, write_marker};
+pub use tar_read::tar_digest;
+pub use tar_write::{TarManifest, seed_tree_tar, write_marker_tar};
+pub use tree::tree_digest;
 
 /// Read/write chunk size: large enough for throughput, small enough to never hold a file in memory.
 const CHUNK: usize = 1 << 20;
@@ -50,12 +66,9 @@ pub enum DataError {
     Changed { path: PathBuf },
     #[error("invalid name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
-    #[error("cannot place {count} blocks of 64 KiB in {device_len} bytes of {}", path.display())]
-    TooManyBlocks {
-        path: PathBuf,
-        count: usize,
-        device_len: u64,
-    },
+    /// `count` blocks do not fit `device_len`: the arguments are wrong, whatever the device.
+    #[error("cannot place {count} blocks of 64 KiB in {device_len} bytes")]
+    TooManyBlocks { count: usize, device_len: u64 },
     #[error("offset {offset} + {len} is past the end ({device_len} bytes) of {}", path.display())]
     OutOfRange {
         path: PathBuf,
@@ -63,6 +76,23 @@ pub enum DataError {
         len: u64,
         device_len: u64,
     },
+    /// Reading or writing a stream failed; `what` names the stream (and the entry, if any).
+    #[error("{op} {what}")]
+    StreamIo {
+        op: &'static str,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} ended after {actual} bytes, expected {expected}")]
+    StreamTooShort {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+    /// A tar stream that reads fine but does not describe a tree (a hard link to nothing, …).
+    #[error("{what}: {reason}")]
+    BadArchive { what: String, reason: String },
 }
 
 /// Wraps an `io::Result` with the operation and path, so every error names both.
@@ -77,6 +107,16 @@ impl<T, E: Into<io::Error>> IoContext<T> for Result<T, E> {
             path: path.to_path_buf(),
             source: e.into(),
         })
+    }
+}
+
+impl DataError {
+    pub(crate) fn stream(op: &'static str, what: impl Into<String>, source: io::Error) -> Self {
+        DataError::StreamIo {
+            op,
+            what: what.into(),
+            source,
+        }
     }
 }
 

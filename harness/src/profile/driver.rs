@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::de;
 use serde::{Deserialize, Serialize};
 
+use super::kubernetes::{self, KubernetesSettings};
 use super::quantity::{de_max_bytes, de_min_bytes, de_volume_bytes, is_unlimited, ser_bytes};
 pub(super) use super::quantity::{format_quantity, parse_quantity};
 use serde_saphyr::MessageFormatter;
@@ -46,6 +47,10 @@ pub struct DriverProfile {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub data_plane: DataPlane,
+    /// The cluster target's classes and pod image. Filled by `load` and `from_yaml` (a second
+    /// pass over the text); deserializing a `DriverProfile` by itself leaves the default.
+    #[serde(default, deserialize_with = "kubernetes::skip_in_first_pass")]
+    pub kubernetes: KubernetesSettings,
 }
 
 /// What the vendor declares; a preflight case compares it with what the driver advertises.
@@ -125,6 +130,12 @@ pub struct Timeouts {
     pub rpc_secs: u64,
     /// Longer than `rpc_secs` because some backends copy data before the clone is ready.
     pub clone_secs: u64,
+    /// Cluster target: a claim reaching `Bound` (provisioning included).
+    pub bind_secs: u64,
+    /// Cluster target: a pod running, and its command finishing (image pulls included).
+    pub pod_secs: u64,
+    /// Cluster target: an object, namespace or PV gone after its deletion.
+    pub delete_secs: u64,
 }
 
 impl Default for Timeouts {
@@ -132,7 +143,23 @@ impl Default for Timeouts {
         Timeouts {
             rpc_secs: 60,
             clone_secs: 300,
+            bind_secs: 300,
+            pod_secs: 300,
+            delete_secs: 300,
         }
+    }
+}
+
+impl Timeouts {
+    /// Every limit with its key, so validation and messages cannot miss one.
+    fn named(&self) -> [(&'static str, u64); 5] {
+        [
+            ("rpc_secs", self.rpc_secs),
+            ("clone_secs", self.clone_secs),
+            ("bind_secs", self.bind_secs),
+            ("pod_secs", self.pod_secs),
+            ("delete_secs", self.delete_secs),
+        ]
     }
 }
 
@@ -173,7 +200,15 @@ pub enum ProfileError {
         field: String,
         reason: String,
     },
-    /// A value in an e2e driver file (or a file it points to) that cannot be used.
+    /// Like `Invalid`, for a rule about keys whose line is known.
+    #[error("{origin}:{line}: invalid {field}: {reason}")]
+    InvalidAt {
+        origin: String,
+        line: u64,
+        field: String,
+        reason: String,
+    },
+    /// A value in an e2e driver file or a class manifest that cannot be used.
     #[error("{origin}: {field}: {reason}")]
     Field {
         origin: String,
@@ -187,6 +222,15 @@ pub enum ProfileError {
         #[source]
         source: std::io::Error,
     },
+    /// A class manifest named by `kubernetes.*.file`; `origin` is `profile:line`.
+    #[error("{origin}: cannot read {field} {}", path.display())]
+    ClassFile {
+        origin: String,
+        field: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl DriverProfile {
@@ -194,20 +238,28 @@ impl DriverProfile {
     pub fn load(path: &Path) -> Result<DriverProfile, ProfileError> {
         let text = read(path)?;
         let origin = path.display().to_string();
-        let mut profile = DriverProfile::from_yaml(&text, &origin)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let mut profile = DriverProfile::parse(&text, &origin, base)?;
         if let Some(file) = &profile.secrets_file {
             // Relative to the profile, so a profile and its secrets can move together.
-            let resolved = path.parent().unwrap_or(Path::new("")).join(file);
+            let resolved = base.join(file);
             profile.secrets = load_secrets(&origin, &resolved)?;
             profile.secrets_file = Some(resolved);
         }
         Ok(profile)
     }
 
-    /// Parses and validates without touching the file system: `secrets_file` is kept as written
-    /// and `secrets` stays empty (only `load` knows what the path is relative to).
+    /// Parses and validates: `secrets_file` is kept as written and `secrets` stays empty (only
+    /// `load` knows what the path is relative to). A `kubernetes.*.file` manifest is read from
+    /// the working directory, so the output of `to_yaml` (which prints resolved paths) loads.
     pub fn from_yaml(text: &str, origin: &str) -> Result<DriverProfile, ProfileError> {
+        DriverProfile::parse(text, origin, Path::new(""))
+    }
+
+    /// Typed first pass, then the `kubernetes:` pass (class files resolved from `base`).
+    fn parse(text: &str, origin: &str, base: &Path) -> Result<DriverProfile, ProfileError> {
         let mut profile: DriverProfile = parse_strict(text, origin)?;
+        profile.kubernetes = kubernetes::parse_section(text, origin, base)?;
         profile.validate(origin)?;
         Ok(profile)
     }
@@ -271,13 +323,10 @@ impl DriverProfile {
                 "is set but capabilities.mount is false".into(),
             ));
         }
-        if self.timeouts.rpc_secs == 0 || self.timeouts.clone_secs == 0 {
-            return Err(invalid(
-                "timeouts",
-                "rpc_secs and clone_secs must be at least 1".into(),
-            ));
+        if let Some((key, _)) = self.timeouts.named().into_iter().find(|(_, v)| *v == 0) {
+            return Err(invalid("timeouts", format!("{key} must be at least 1")));
         }
-        Ok(())
+        self.kubernetes.validate(&self.name, origin)
     }
 }
 
@@ -299,7 +348,10 @@ fn load_secrets(origin: &str, path: &Path) -> Result<BTreeMap<String, String>, P
 
 /// Strict booleans: YAML 1.1 `yes`/`on` are errors, so a typo cannot silently flip a capability.
 /// Duplicate keys are errors by default in serde-saphyr.
-fn parse_strict<T: de::DeserializeOwned>(text: &str, origin: &str) -> Result<T, ProfileError> {
+pub(crate) fn parse_strict<T: de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+) -> Result<T, ProfileError> {
     let options = serde_saphyr::options! { strict_booleans: true };
     serde_saphyr::from_str_with_options(text, options).map_err(|e| yaml_error(origin, &e))
 }
@@ -357,6 +409,8 @@ fn section_of(expected: &[&str]) -> &'static str {
         "clone"
     } else if has("clone_secs") {
         "timeouts"
+    } else if has("pod_image") {
+        "kubernetes"
     } else {
         "mapping"
     }
@@ -365,8 +419,6 @@ fn section_of(expected: &[&str]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const EXAMPLE_YAML: &str = include_str!("../../../fixtures/drivers/example.yaml");
 
     fn minimal(extra: &str) -> String {
         format!("name: x.example.com\ncapabilities:\n  mount: true\n{extra}")
@@ -386,11 +438,6 @@ mod tests {
         assert_eq!(r.clone.larger, LargerClone::Grow);
         assert_eq!(r.clone.delete_source_with_clones, SourceDeletion::Allowed);
         assert_eq!(r.data_plane, DataPlane::Local);
-    }
-
-    #[test]
-    fn example_fixture_parses() {
-        DriverProfile::from_yaml(EXAMPLE_YAML, "example.yaml").unwrap();
     }
 
     #[test]

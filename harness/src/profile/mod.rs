@@ -4,12 +4,17 @@
 //! and the Kubernetes e2e external driver file (`testdriver.yaml`), so vendors can reuse it.
 
 mod driver;
+mod kubernetes;
 mod quantity;
 mod testdriver;
 
 pub use driver::{
     Capabilities, ClonePolicy, DataPlane, DriverProfile, LargerClone, ProfileError, Sizes,
     SourceDeletion, Timeouts,
+};
+pub use kubernetes::{
+    BINDING_MODES, ClassManifest, ClassSource, KubernetesSettings, RECLAIM_POLICIES,
+    SnapshotClassSpec, StorageClassSpec,
 };
 pub use quantity::{QuantityError, format_quantity, parse_quantity};
 pub use testdriver::load_testdriver;

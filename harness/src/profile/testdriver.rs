@@ -3,19 +3,24 @@
 //!
 //! Unlike our profile format this one is lenient, as e2e is: unknown keys are warnings, and
 //! YAML 1.1 booleans (`yes`/`no`) are accepted because e2e's Go YAML decoder accepts them.
+//! Classes are in `classes.rs`, timeouts in `timeouts.rs`.
+
+mod classes;
+mod timeouts;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Map, Value};
 
 use super::driver::{
-    Capabilities, ClonePolicy, DataPlane, DriverProfile, ProfileError, Sizes, Timeouts,
-    parse_quantity, read, yaml_error,
+    Capabilities, ClonePolicy, DataPlane, DriverProfile, ProfileError, Sizes, parse_quantity, read,
+    yaml_error,
 };
+use super::kubernetes::KubernetesSettings;
 
-// Known key sets, from kubernetes `external.go`, `framework/testdriver.go` and
-// `framework/timeouts.go`. Keys outside them are warned about: e2e silently ignores typos.
+// Known key sets, from kubernetes `external.go` and `framework/testdriver.go` (timeouts: see
+// `timeouts.rs`). Keys outside them are warned about: e2e silently ignores typos.
 const TOP_KEYS: &[&str] = &[
     "StorageClass",
     "SnapshotClass",
@@ -26,7 +31,6 @@ const TOP_KEYS: &[&str] = &[
     "Timeouts",
     "DriverInfo",
 ];
-const CLASS_KEYS: &[&str] = &["FromName", "FromFile", "FromExistingClassName"];
 const DRIVER_INFO_KEYS: &[&str] = &[
     "Name",
     "InTreePluginName",
@@ -72,35 +76,9 @@ const CAPABILITY_KEYS: &[&str] = &[
     "capReadOnlyMany",
     "volumeGroupSnapshot",
 ];
-const TIMEOUT_KEYS: &[&str] = &[
-    "Poll",
-    "PodStart",
-    "PodStartShort",
-    "PodStartSlow",
-    "PodDelete",
-    "ClaimProvision",
-    "DataSourceProvision",
-    "ClaimProvisionShort",
-    "ClaimBound",
-    "PVReclaim",
-    "PVBound",
-    "PVCreate",
-    "PVDelete",
-    "PVDeleteSlow",
-    "SnapshotCreate",
-    "SnapshotDelete",
-    "SnapshotControllerMetrics",
-    "SystemPodsStartup",
-    "NodeSchedulable",
-    "SystemDaemonsetStartup",
-    "NodeNotReady",
-];
-
 /// e2e's default when `SupportedSizeRange.Min` is absent; a driver tested with e2e may never
 /// have seen smaller volumes.
 const E2E_DEFAULT_MIN: u64 = 5 << 30;
-/// The external-provisioner strips parameters with this prefix before CreateVolume.
-const RESERVED_PREFIX: &str = "csi.storage.k8s.io/";
 
 /// Loads an e2e external driver file. Returns the profile and warnings (each names its key).
 pub fn load_testdriver(path: &Path) -> Result<(DriverProfile, Vec<String>), ProfileError> {
@@ -113,37 +91,7 @@ pub fn load_testdriver(path: &Path) -> Result<(DriverProfile, Vec<String>), Prof
     let root = w.mapping(Some(&root), "(document)")?.unwrap_or_default();
     w.check_keys(&root, "", TOP_KEYS);
 
-    let info = w
-        .mapping(get(&root, "DriverInfo"), "DriverInfo")?
-        .unwrap_or_default();
-    w.check_keys(&info, "DriverInfo.", DRIVER_INFO_KEYS);
-    let capabilities = w.capabilities(get(&info, "Capabilities"))?;
-    let sizes = w.sizes(get(&info, "SupportedSizeRange"))?;
-    let class = w.storage_class(&root, path)?;
-    if let Some(snap) = w.mapping(get(&root, "SnapshotClass"), "SnapshotClass")? {
-        // Only validated: snapshot parameters have no CSI-level equivalent worth guessing.
-        w.check_keys(&snap, "SnapshotClass.", CLASS_KEYS);
-    }
-    let timeouts = w.timeouts(get(&root, "Timeouts"))?;
-    let name = w.name(get(&info, "Name"), class.provisioner)?;
-    let fs_type = match class.fs_type {
-        Some(t) => Some(t),
-        None => w.fs_type(get(&info, "SupportedFsType"))?,
-    };
-
-    let mut profile = DriverProfile {
-        name,
-        capabilities,
-        sizes,
-        clone: ClonePolicy::default(),
-        parameters: class.parameters,
-        snapshot_parameters: BTreeMap::new(),
-        secrets_file: None,
-        secrets: BTreeMap::new(),
-        fs_type,
-        timeouts,
-        data_plane: DataPlane::default(),
-    };
+    let mut profile = w.profile(&root, path)?;
     profile.validate(&origin)?;
     Ok((profile, w.warnings))
 }
@@ -160,19 +108,53 @@ fn get<'v>(map: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
         .map(|(_, v)| v)
 }
 
-#[derive(Default)]
-struct Class {
-    provisioner: Option<String>,
-    parameters: BTreeMap<String, String>,
-    fs_type: Option<String>,
-}
-
 struct Walk<'a> {
     origin: &'a str,
     warnings: Vec<String>,
 }
 
 impl Walk<'_> {
+    fn profile(
+        &mut self,
+        root: &Map<String, Value>,
+        path: &Path,
+    ) -> Result<DriverProfile, ProfileError> {
+        let info = self
+            .mapping(get(root, "DriverInfo"), "DriverInfo")?
+            .unwrap_or_default();
+        self.check_keys(&info, "DriverInfo.", DRIVER_INFO_KEYS);
+        let capabilities = self.capabilities(get(&info, "Capabilities"))?;
+        let sizes = self.sizes(get(&info, "SupportedSizeRange"))?;
+        let class = self.storage_class(root, path)?;
+        let timeouts = self.timeouts(get(root, "Timeouts"))?;
+        let name = self.name(get(&info, "Name"), class.provisioner)?;
+        let (snapshot_class, snapshot_parameters) =
+            self.snapshot_class(root, path, &name, capabilities.snapshot)?;
+        let fs_type = match class.fs_type {
+            Some(t) => Some(t),
+            None => self.fs_type(get(&info, "SupportedFsType"))?,
+        };
+        Ok(DriverProfile {
+            name,
+            capabilities,
+            sizes,
+            clone: ClonePolicy::default(),
+            parameters: class.parameters,
+            snapshot_parameters,
+            secrets_file: None,
+            secrets: BTreeMap::new(),
+            fs_type,
+            timeouts,
+            data_plane: DataPlane::default(),
+            kubernetes: KubernetesSettings {
+                storage_class: class.source,
+                snapshot_class,
+                // e2e has no such key: its pods use e2e's own images.
+                pod_image: None,
+            },
+        })
+    }
+
     fn error(&self, field: &str, reason: impl Into<String>) -> ProfileError {
         ProfileError::Field {
             origin: self.origin.to_owned(),
@@ -292,113 +274,6 @@ impl Walk<'_> {
         })
     }
 
-    fn storage_class(
-        &mut self,
-        root: &Map<String, Value>,
-        path: &Path,
-    ) -> Result<Class, ProfileError> {
-        let Some(sc) = self.mapping(get(root, "StorageClass"), "StorageClass")? else {
-            self.warn("no StorageClass given, so CreateVolume parameters are empty".into());
-            return Ok(Class::default());
-        };
-        self.check_keys(&sc, "StorageClass.", CLASS_KEYS);
-        if let Some(file) = self.string(get(&sc, "FromFile"), "StorageClass.FromFile")? {
-            return self.class_file(&file, path);
-        }
-        if let Some(name) = self.string(
-            get(&sc, "FromExistingClassName"),
-            "StorageClass.FromExistingClassName",
-        )? {
-            self.warn(format!(
-                "StorageClass.FromExistingClassName \"{name}\" lives in a cluster; its parameters are \
-                 not read, so CreateVolume parameters are empty"
-            ));
-        }
-        match get(&sc, "FromName") {
-            None | Some(Value::Null) | Some(Value::Bool(_)) => Ok(Class::default()),
-            Some(_) => Err(self.error("StorageClass.FromName", "expected true or false")),
-        }
-    }
-
-    fn class_file(&mut self, file: &str, driver_file: &Path) -> Result<Class, ProfileError> {
-        // e2e resolves paths from its repository root; the driver file's directory is the
-        // closest equivalent, and the path as given (from the working directory) the fallback.
-        let beside = driver_file.parent().unwrap_or(Path::new("")).join(file);
-        let path = if beside.exists() {
-            beside
-        } else {
-            PathBuf::from(file)
-        };
-        let origin = path.display().to_string();
-        let doc = parse_lenient(&path, &origin)?;
-        let sc = self
-            .mapping(Some(&doc), "StorageClass.FromFile")?
-            .unwrap_or_default();
-        if let Some(kind) = self.string(get(&sc, "kind"), "StorageClass.FromFile kind")?
-            && kind != "StorageClass"
-        {
-            return Err(self.error(
-                "StorageClass.FromFile",
-                format!("{origin} holds a {kind}, not a StorageClass"),
-            ));
-        }
-        let mut class = Class {
-            provisioner: self.string(get(&sc, "provisioner"), "provisioner")?,
-            ..Class::default()
-        };
-        let params = self
-            .mapping(get(&sc, "parameters"), "StorageClass.FromFile parameters")?
-            .unwrap_or_default();
-        let mut secret_keys = Vec::new();
-        for (key, value) in params {
-            let value = match value {
-                Value::String(s) => s,
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                Value::Null => String::new(),
-                _ => {
-                    return Err(
-                        self.error(&format!("{origin} parameters.{key}"), "expected a string")
-                    );
-                }
-            };
-            match key.strip_prefix(RESERVED_PREFIX) {
-                None => {
-                    class.parameters.insert(key, value);
-                }
-                Some("fstype") => class.fs_type = Some(value),
-                Some(rest) if rest.contains("secret") => secret_keys.push(key),
-                Some(_) => {}
-            }
-        }
-        if !secret_keys.is_empty() {
-            self.warn(format!(
-                "StorageClass parameters {} name Kubernetes secrets; put the secret values in a driver \
-                 profile's secrets_file",
-                secret_keys.join(", ")
-            ));
-        }
-        Ok(class)
-    }
-
-    fn timeouts(&mut self, v: Option<&Value>) -> Result<Timeouts, ProfileError> {
-        let map = self.mapping(v, "Timeouts")?.unwrap_or_default();
-        let mut timeouts = Timeouts::default();
-        for (key, value) in &map {
-            // A Go map keyed by field name, so case-sensitive.
-            if !TIMEOUT_KEYS.contains(&key.as_str()) {
-                self.warn(format!(
-                    "unknown key \"Timeouts.{key}\" (not an e2e timeout; ignored)"
-                ));
-            } else if key == "DataSourceProvision" {
-                let field = "Timeouts.DataSourceProvision";
-                let text = self.string(Some(value), field)?.unwrap_or_default();
-                timeouts.clone_secs = go_duration_secs(&text).map_err(|r| self.error(field, r))?;
-            }
-        }
-        Ok(timeouts)
-    }
-
     fn name(
         &mut self,
         v: Option<&Value>,
@@ -456,45 +331,30 @@ impl Walk<'_> {
     }
 }
 
-/// Whole seconds, rounded up, from a Go duration such as "5m", "1h30m" or "90s".
-fn go_duration_secs(text: &str) -> Result<u64, String> {
-    let fail =
-        || format!("invalid duration \"{text}\" (expected Go syntax such as \"5m\" or \"1h30m\")");
-    if text == "0" {
-        return Ok(0);
-    }
-    let mut rest = text;
-    let mut secs = 0f64;
-    if rest.is_empty() {
-        return Err(fail());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(fail)?;
-        let value: f64 = rest[..digits].parse().map_err(|_| fail())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return Err(fail()),
-        };
-        secs += value * scale;
-        rest = &rest[unit_len..];
-    }
-    Ok(secs.ceil() as u64)
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+
+    /// Writes `files` (name, text) into a fresh directory and loads its `td.yaml`.
+    pub(in crate::profile) fn load_files(
+        files: &[(&str, &str)],
+    ) -> Result<(DriverProfile, Vec<String>), ProfileError> {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        load_testdriver(&dir.path().join("td.yaml"))
+    }
+
+    pub(in crate::profile) fn load_text(
+        text: &str,
+    ) -> Result<(DriverProfile, Vec<String>), ProfileError> {
+        load_files(&[("td.yaml", text)])
+    }
 
     fn example_path() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/drivers/testdriver-example.yaml")
@@ -513,7 +373,12 @@ mod tests {
         assert_eq!(p.sizes.volume_bytes, 1 << 30);
         assert!(p.parameters.is_empty());
         assert_eq!(p.fs_type.as_deref(), Some("xfs"));
-        assert_eq!(p.timeouts.clone_secs, 600);
+        let t = &p.timeouts;
+        assert_eq!(
+            (t.clone_secs, t.bind_secs, t.pod_secs, t.delete_secs),
+            (600, 300, 600, 300)
+        );
+        assert_eq!(p.kubernetes, KubernetesSettings::default());
         let joined = warnings.join("\n");
         assert!(joined.contains("unknown key \"ShortName\""), "{joined}");
         assert!(
@@ -531,44 +396,10 @@ mod tests {
     }
 
     #[test]
-    fn from_file_reads_provisioner_and_parameters() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("e2e")).unwrap();
-        let sc = "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: fast\n\
-                  provisioner: csi.vendor.io\nparameters:\n  type: thin\n  replicas: 3\n  \
-                  csi.storage.k8s.io/fstype: ext4\n  \
-                  csi.storage.k8s.io/provisioner-secret-name: creds\n";
-        std::fs::write(dir.path().join("e2e/sc.yaml"), sc).unwrap();
-        let file = dir.path().join("e2e/td.yaml");
-        let text = "StorageClass:\n  FromFile: sc.yaml\ndriverInfo:\n  Name: vendor\n  \
-                    SupportedSizeRange: {Min: 1Mi}\n";
-        std::fs::write(&file, text).unwrap();
-        let (p, warnings) = load_testdriver(&file).unwrap();
-        assert_eq!(p.name, "csi.vendor.io");
-        let params: Vec<_> = p
-            .parameters
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        assert_eq!(params, ["replicas=3", "type=thin"]);
-        assert_eq!(p.fs_type.as_deref(), Some("ext4"));
-        assert_eq!(p.sizes.volume_bytes, 64 << 20);
-        let joined = warnings.join("\n");
-        assert!(
-            joined.contains("differs from the StorageClass provisioner"),
-            "{joined}"
-        );
-        assert!(joined.contains("provisioner-secret-name"), "{joined}");
-    }
-
-    #[test]
     fn from_name_uses_driver_info_and_e2e_default_min() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("td.yaml");
         let text = "StorageClass:\n  FromName: true\nDriverInfo:\n  Name: d.example\n  \
                     Capabilities:\n    pvcDataSource: yes\n";
-        std::fs::write(&file, text).unwrap();
-        let (p, _) = load_testdriver(&file).unwrap();
+        let (p, _) = load_text(text).unwrap();
         assert_eq!(p.name, "d.example");
         assert!(p.capabilities.clone);
         assert_eq!(p.sizes.min_bytes, E2E_DEFAULT_MIN);
@@ -577,27 +408,11 @@ mod tests {
 
     #[test]
     fn bad_quantity_names_the_field() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("td.yaml");
-        std::fs::write(
-            &file,
-            "DriverInfo:\n  Name: d\n  SupportedSizeRange:\n    Min: 5X\n",
-        )
-        .unwrap();
-        let err = load_testdriver(&file).unwrap_err().to_string();
+        let text = "DriverInfo:\n  Name: d\n  SupportedSizeRange:\n    Min: 5X\n";
+        let err = load_text(text).unwrap_err().to_string();
         assert!(
             err.contains("DriverInfo.SupportedSizeRange.Min") && err.contains("\"5X\""),
             "{err}"
         );
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(go_duration_secs("5m"), Ok(300));
-        assert_eq!(go_duration_secs("1h30m"), Ok(5400));
-        assert_eq!(go_duration_secs("1.5s"), Ok(2));
-        assert_eq!(go_duration_secs("250ms"), Ok(1));
-        assert!(go_duration_secs("5").is_err());
-        assert!(go_duration_secs("5d").is_err());
     }
 }

@@ -61,15 +61,14 @@ impl DriverProcess {
     async fn wait_ready(&self, limit: Duration) -> Result<CsiClients, ClientError> {
         let started = Instant::now();
         loop {
-            if let Ok(mut clients) = connect(&self.endpoint).await {
-                if clients
+            if let Ok(mut clients) = connect(&self.endpoint).await
+                && clients
                     .identity
                     .probe(csi_proto::v1::ProbeRequest {})
                     .await
                     .is_ok()
-                {
-                    return Ok(clients);
-                }
+            {
+                return Ok(clients);
             }
             if started.elapsed() > limit {
                 return Err(ClientError::NotReady {

@@ -105,7 +105,7 @@ mod tests {
             "volume_content_source.volume.volume_id: must not be empty"
         );
 
-        let io = std::io::Error::new(std::io::ErrorKind::Other, "disk on fire");
+        let io = std::io::Error::other("disk on fire");
         let storage = StorageError::Io {
             op: "write",
             path: "/x".into(),

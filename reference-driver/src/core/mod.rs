@@ -49,10 +49,10 @@ impl Driver {
         }
         // A driver killed mid-copy leaves its source frozen; writers would hang forever.
         for volume in store.read().volumes.values() {
-            if let (Some(staged), AccessType::Mount) = (&volume.staged, volume.access_type) {
-                if let Err(e) = storage::mount::thaw(&staged.staging_path) {
-                    tracing::warn!(id = %volume.id, error = %e, "could not thaw a staged volume");
-                }
+            if let (Some(staged), AccessType::Mount) = (&volume.staged, volume.access_type)
+                && let Err(e) = storage::mount::thaw(&staged.staging_path)
+            {
+                tracing::warn!(id = %volume.id, error = %e, "could not thaw a staged volume");
             }
         }
         Ok(Driver {

@@ -47,13 +47,13 @@ impl Driver {
     pub async fn stage_volume(&self, request: StageRequest) -> DriverResult<()> {
         let (volume, _hold) = self.hold_volume(&request.volume_id).await?;
         check_access_type(&volume, request.access_type)?;
-        if let (Some(wanted), Some(have)) = (request.fs_type, volume.fs_type) {
-            if wanted != have {
-                return Err(DriverError::FailedPrecondition(format!(
-                    "volume {} holds {have}; volume_capability.mount.fs_type asks for {wanted}",
-                    volume.id
-                )));
-            }
+        if let (Some(wanted), Some(have)) = (request.fs_type, volume.fs_type)
+            && wanted != have
+        {
+            return Err(DriverError::FailedPrecondition(format!(
+                "volume {} holds {have}; volume_capability.mount.fs_type asks for {wanted}",
+                volume.id
+            )));
         }
         if let Some(staged) = &volume.staged {
             if staged.staging_path == request.staging_path {

@@ -131,10 +131,9 @@ impl super::Driver {
         if let (true, Some(Source::Volume(parent))) = (
             self.config.fault(Fault::DeleteCloneDamagesSource),
             &deleted.source,
-        ) {
-            if state.volumes.contains_key(parent) {
-                let _ = faults::zero_image(&self.store.volume_image(parent));
-            }
+        ) && state.volumes.contains_key(parent)
+        {
+            let _ = faults::zero_image(&self.store.volume_image(parent));
         }
         if self.config.fault(Fault::DeleteVolumeDeletesSnapshots) {
             let doomed: Vec<String> = state

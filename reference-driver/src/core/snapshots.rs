@@ -96,10 +96,10 @@ impl Driver {
             return Ok(());
         }
         let image = self.store.snapshot_image(id);
-        if let Err(e) = std::fs::remove_file(&image) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %image.display(), error = %e, "could not remove snapshot image; it will be swept at restart");
-            }
+        if let Err(e) = std::fs::remove_file(&image)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %image.display(), error = %e, "could not remove snapshot image; it will be swept at restart");
         }
         tracing::info!(%id, "snapshot deleted");
         Ok(())

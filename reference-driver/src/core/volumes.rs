@@ -45,25 +45,26 @@ impl Driver {
                     .await,
             ),
         };
-        if !self.config.fault(Fault::ReplayCreatesSecondVolume) {
-            if let Some(existing) = self.store.read().volume_by_name(&request.name).cloned() {
-                check_replay(
-                    &existing,
-                    &request,
-                    self.config.fault(Fault::ConflictIgnoresSource),
-                )?;
-                return Ok((existing, true));
-            }
+        if !self.config.fault(Fault::ReplayCreatesSecondVolume)
+            && let Some(existing) = self.store.read().volume_by_name(&request.name).cloned()
+        {
+            check_replay(
+                &existing,
+                &request,
+                self.config.fault(Fault::ConflictIgnoresSource),
+            )?;
+            return Ok((existing, true));
         }
         if race {
             // Widens the gap between "no such name" and "created" that the name lock closes.
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         let created = self.create_new(&request).await;
-        if let Err(error) = &created {
-            if self.config.fault(Fault::FailedCloneLeaks) && request.source.is_some() {
-                self.leak_half_made(&request, error).await;
-            }
+        if let Err(error) = &created
+            && self.config.fault(Fault::FailedCloneLeaks)
+            && request.source.is_some()
+        {
+            self.leak_half_made(&request, error).await;
         }
         created.map(|volume| (volume, false))
     }
@@ -262,13 +263,13 @@ impl Driver {
                 ),
             ));
         }
-        if let (Some(wanted), Some(have)) = (request.fs_type, origin.fs_type) {
-            if wanted != have {
-                return Err(DriverError::invalid(
-                    "volume_capabilities.mount.fs_type",
-                    format!("the source {what} holds {have}; a copy of it cannot be {wanted}"),
-                ));
-            }
+        if let (Some(wanted), Some(have)) = (request.fs_type, origin.fs_type)
+            && wanted != have
+        {
+            return Err(DriverError::invalid(
+                "volume_capabilities.mount.fs_type",
+                format!("the source {what} holds {have}; a copy of it cannot be {wanted}"),
+            ));
         }
         Ok(origin.fs_type)
     }
@@ -463,13 +464,13 @@ fn check_replay(
             existing.size_bytes, request.required_bytes, request.limit_bytes
         ));
     }
-    if let Some(fs) = request.fs_type {
-        if existing.fs_type != Some(fs) {
-            return conflict(format!(
-                "filesystem {:?}; the request asks for {fs}",
-                existing.fs_type
-            ));
-        }
+    if let Some(fs) = request.fs_type
+        && existing.fs_type != Some(fs)
+    {
+        return conflict(format!(
+            "filesystem {:?}; the request asks for {fs}",
+            existing.fs_type
+        ));
     }
     if !same_parameters(&existing.parameters, &request.parameters) {
         return conflict("other parameters".into());

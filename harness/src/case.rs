@@ -117,9 +117,33 @@ pub struct Case {
     pub run: Arc<dyn Fn(CaseCtx) -> CaseFuture + Send + Sync>,
 }
 
+/// What a suite's cases talk to: a CSI driver directly, or a Kubernetes cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    Csi,
+    Kubernetes,
+}
+
+impl Surface {
+    /// Why a suite on this surface cannot run against a target, if it cannot.
+    pub fn unmet(self, target: crate::target::Surfaces) -> Option<String> {
+        match self {
+            Surface::Csi if !target.csi => Some(
+                "a CSI-level case: runs against the embedded driver or --endpoint, not a cluster"
+                    .into(),
+            ),
+            Surface::Kubernetes if !target.kubernetes => Some(
+                "a Kubernetes case: runs with --kubeconfig, --cluster or --local-cluster".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
 /// A suite: a name and its cases; every case of a suite runs through the same interpreter.
 pub struct Suite {
     pub name: &'static str,
+    pub surface: Surface,
     pub cases: Vec<Case>,
 }
 
@@ -138,7 +162,17 @@ impl Suite {
                 run: Arc::new(move |ctx| Box::pin(interpret(ctx, row)) as CaseFuture),
             })
             .collect();
-        Suite { name, cases }
+        Suite {
+            name,
+            surface: Surface::Csi,
+            cases,
+        }
+    }
+
+    /// The same suite on another surface.
+    pub fn on(mut self, surface: Surface) -> Suite {
+        self.surface = surface;
+        self
     }
 }
 

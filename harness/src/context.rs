@@ -14,6 +14,7 @@ use csi::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSourc
 use csi_proto::transport::CsiClients;
 use csi_proto::v1 as csi;
 
+use crate::k8s::ClusterHandle;
 use crate::ledger::Ledger;
 use crate::profile::DriverProfile;
 
@@ -73,6 +74,20 @@ impl std::fmt::Display for SourceRef {
     }
 }
 
+/// A CSI controller and node service (the same clients when they share an endpoint).
+#[derive(Clone)]
+pub struct CsiHandles {
+    pub controller: CsiClients,
+    pub node: CsiClients,
+}
+
+/// What the target gives cases: CSI clients, a cluster, or (some day) both.
+#[derive(Clone, Default)]
+pub struct TargetHandles {
+    pub csi: Option<CsiHandles>,
+    pub cluster: Option<Arc<ClusterHandle>>,
+}
+
 /// Settings of the whole run that cases read.
 #[derive(Clone, Debug)]
 pub struct RunSettings {
@@ -90,8 +105,9 @@ pub struct CaseCtx {
 }
 
 struct Inner {
-    controller: CsiClients,
-    node: CsiClients,
+    handles: TargetHandles,
+    /// The case's own namespace on a cluster target, made on first use.
+    namespace: tokio::sync::OnceCell<String>,
     profile: Arc<DriverProfile>,
     settings: Arc<RunSettings>,
     ledger: Arc<Ledger>,
@@ -105,8 +121,7 @@ struct Inner {
 impl CaseCtx {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        controller: CsiClients,
-        node: CsiClients,
+        handles: TargetHandles,
         profile: Arc<DriverProfile>,
         settings: Arc<RunSettings>,
         ledger: Arc<Ledger>,
@@ -118,8 +133,8 @@ impl CaseCtx {
         let sandbox = settings.work_dir.join(format!("case-{owner:03}"));
         CaseCtx {
             inner: Arc::new(Inner {
-                controller,
-                node,
+                handles,
+                namespace: tokio::sync::OnceCell::new(),
                 profile,
                 settings,
                 ledger,
@@ -151,20 +166,40 @@ impl CaseCtx {
             .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
+    /// The CSI clients; cases that need them are only planned on targets that have them.
+    fn csi(&self) -> Result<&CsiHandles, tonic::Status> {
+        self.inner.handles.csi.as_ref().ok_or_else(|| {
+            tonic::Status::failed_precondition("harness: this target has no CSI endpoint")
+        })
+    }
+
     pub(crate) fn controller(
         &self,
-    ) -> csi::controller_client::ControllerClient<tonic::transport::Channel> {
-        self.inner.controller.controller.clone()
+    ) -> Result<csi::controller_client::ControllerClient<tonic::transport::Channel>, tonic::Status>
+    {
+        Ok(self.csi()?.controller.controller.clone())
     }
 
     pub(crate) fn identity(
         &self,
-    ) -> csi::identity_client::IdentityClient<tonic::transport::Channel> {
-        self.inner.controller.identity.clone()
+    ) -> Result<csi::identity_client::IdentityClient<tonic::transport::Channel>, tonic::Status>
+    {
+        Ok(self.csi()?.controller.identity.clone())
     }
 
-    pub(crate) fn node(&self) -> csi::node_client::NodeClient<tonic::transport::Channel> {
-        self.inner.node.node.clone()
+    pub(crate) fn node(
+        &self,
+    ) -> Result<csi::node_client::NodeClient<tonic::transport::Channel>, tonic::Status> {
+        Ok(self.csi()?.node.node.clone())
+    }
+
+    /// The cluster handle, on cluster targets.
+    pub(crate) fn cluster_handle(&self) -> Option<&Arc<ClusterHandle>> {
+        self.inner.handles.cluster.as_ref()
+    }
+
+    pub(crate) fn namespace_cell(&self) -> &tokio::sync::OnceCell<String> {
+        &self.inner.namespace
     }
 
     pub(crate) fn ledger(&self) -> &Ledger {

@@ -8,6 +8,8 @@ pub const USAGE: i32 = 2;
 pub const PROFILE: i32 = 3;
 /// The target could not be started or did not answer Probe.
 pub const UNREACHABLE: i32 = 4;
+/// A cluster target lacks something the suites need (preflight names each missing piece).
+pub const NOT_READY: i32 = 7;
 /// Filters selected no case.
 pub const NOTHING_SELECTED: i32 = 5;
 /// No conformance failure, but the harness or the machine failed some case (or reports could
@@ -15,7 +17,7 @@ pub const NOTHING_SELECTED: i32 = 5;
 pub const HARNESS_ERROR: i32 = 6;
 /// At least one conformance failure (or a leak): the libtest convention.
 pub const FAILURES: i32 = 101;
-/// Interrupted (Ctrl-C) after cleaning up.
+/// Interrupted by SIGINT (Ctrl-C) after cleaning up; SIGHUP gives 129 and SIGTERM 143.
 pub const INTERRUPTED: i32 = 130;
 
 /// The exit code a finished run deserves.

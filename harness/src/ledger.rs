@@ -8,9 +8,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use csi_proto::transport::CsiClients;
 use csi_proto::v1 as csi;
 use tonic::Code;
+
+use crate::context::CsiHandles;
+use crate::k8s::KubeRef;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resource {
@@ -28,6 +30,8 @@ pub enum Resource {
         volume_id: String,
         target_path: PathBuf,
     },
+    /// A Kubernetes object (namespace, claim, pod, class, snapshot).
+    Kube(KubeRef),
 }
 
 impl std::fmt::Display for Resource {
@@ -51,6 +55,7 @@ impl std::fmt::Display for Resource {
                     target_path.display()
                 )
             }
+            Resource::Kube(object) => write!(f, "{object}"),
         }
     }
 }
@@ -62,15 +67,22 @@ pub struct Ledger {
     /// Set on Ctrl-C: cases make no new calls, so the final cleanup sees everything.
     stopping: AtomicBool,
     in_flight: AtomicUsize,
-    controller: CsiClients,
-    node: CsiClients,
+    csi: Option<CsiHandles>,
+    kube: Option<KubeCleanup>,
     secrets: std::collections::HashMap<String, String>,
+}
+
+/// How the ledger removes Kubernetes objects: the client and how long a deletion may take.
+#[derive(Clone)]
+pub struct KubeCleanup {
+    pub client: kube::Client,
+    pub delete_timeout: Duration,
 }
 
 impl Ledger {
     pub fn new(
-        controller: CsiClients,
-        node: CsiClients,
+        csi: Option<CsiHandles>,
+        kube: Option<KubeCleanup>,
         secrets: std::collections::HashMap<String, String>,
     ) -> Ledger {
         Ledger {
@@ -78,8 +90,8 @@ impl Ledger {
             leaked: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
-            controller,
-            node,
+            csi,
+            kube,
             secrets,
         }
     }
@@ -173,11 +185,21 @@ impl Ledger {
     }
 
     async fn remove(&self, resource: &Resource) -> Result<(), String> {
+        if let Resource::Kube(object) = resource {
+            let Some(kube) = &self.kube else {
+                return Err("no Kubernetes client to remove it with".into());
+            };
+            return crate::k8s::remove(&kube.client, object, kube.delete_timeout).await;
+        }
+        let Some(handles) = &self.csi else {
+            return Err("no CSI endpoint to remove it with".into());
+        };
         let result = match resource {
+            Resource::Kube(_) => unreachable!("handled above"),
             Resource::Published {
                 volume_id,
                 target_path,
-            } => self
+            } => handles
                 .node
                 .node
                 .clone()
@@ -191,7 +213,7 @@ impl Ledger {
                 volume_id,
                 staging_path,
             } => {
-                let result = self
+                let result = handles
                     .node
                     .node
                     .clone()
@@ -207,7 +229,7 @@ impl Ledger {
                 }
                 result
             }
-            Resource::Snapshot { id } => self
+            Resource::Snapshot { id } => handles
                 .controller
                 .controller
                 .clone()
@@ -217,7 +239,7 @@ impl Ledger {
                 })
                 .await
                 .map(drop),
-            Resource::Volume { id } => self
+            Resource::Volume { id } => handles
                 .controller
                 .controller
                 .clone()

@@ -3,6 +3,7 @@
 
 use crate::case::{Case, Suite};
 use crate::profile::DriverProfile;
+use crate::target::Surfaces;
 
 /// libtest semantics: a case is selected if any filter matches (substring, or whole name with
 /// `exact`) or there are no filters, and no skip pattern matches.
@@ -37,7 +38,13 @@ pub struct Planned {
     pub skip_reason: Option<String>,
 }
 
-pub fn plan(suites: &[Suite], profile: &DriverProfile, selection: &Selection) -> Vec<Planned> {
+/// The selected cases, each with the reason it is skipped on `target` with `profile`, if any.
+pub fn plan(
+    suites: &[Suite],
+    profile: &DriverProfile,
+    selection: &Selection,
+    target: Surfaces,
+) -> Vec<Planned> {
     suites
         .iter()
         .flat_map(|suite| {
@@ -45,7 +52,10 @@ pub fn plan(suites: &[Suite], profile: &DriverProfile, selection: &Selection) ->
                 name: format!("{}::{}", suite.name, case.meta.id),
                 suite: suite.name,
                 case: case.clone(),
-                skip_reason: case.meta.requires.iter().find_map(|r| r.unmet(profile)),
+                skip_reason: suite
+                    .surface
+                    .unmet(target)
+                    .or_else(|| case.meta.requires.iter().find_map(|r| r.unmet(profile))),
             })
         })
         .filter(|planned| selection.selects(&planned.name))

@@ -60,7 +60,7 @@ impl CaseCtx {
             self.rpc_timeout()
         };
         let result = self
-            .timed(limit, self.controller().create_volume(request))
+            .timed(limit, self.controller()?.create_volume(request))
             .await
             .and_then(|r| {
                 r.volume
@@ -76,15 +76,15 @@ impl CaseCtx {
                     .map_or("none".into(), |s| s.to_string())
             ))
         ));
-        if let Ok(volume) = &result {
-            if !volume.volume_id.is_empty() {
-                let resource = Resource::Volume {
-                    id: volume.volume_id.clone(),
-                };
-                // A replay returns a volume we already hold: record it once.
-                if !self.ledger().volume_ids().contains(&volume.volume_id) {
-                    self.ledger().record(self.owner(), resource);
-                }
+        if let Ok(volume) = &result
+            && !volume.volume_id.is_empty()
+        {
+            let resource = Resource::Volume {
+                id: volume.volume_id.clone(),
+            };
+            // A replay returns a volume we already hold: record it once.
+            if !self.ledger().volume_ids().contains(&volume.volume_id) {
+                self.ledger().record(self.owner(), resource);
             }
         }
         result
@@ -94,7 +94,7 @@ impl CaseCtx {
         let result = self
             .timed(
                 self.rpc_timeout(),
-                self.controller().delete_volume(csi::DeleteVolumeRequest {
+                self.controller()?.delete_volume(csi::DeleteVolumeRequest {
                     volume_id: id.to_string(),
                     secrets: self.secrets(),
                 }),
@@ -131,7 +131,7 @@ impl CaseCtx {
         let result = self
             .timed(
                 self.clone_timeout(),
-                self.controller().create_snapshot(request),
+                self.controller()?.create_snapshot(request),
             )
             .await
             .and_then(|r| {
@@ -165,7 +165,7 @@ impl CaseCtx {
         let result = self
             .timed(
                 self.rpc_timeout(),
-                self.controller().delete_snapshot(request),
+                self.controller()?.delete_snapshot(request),
             )
             .await
             .map(drop);
@@ -198,7 +198,7 @@ impl CaseCtx {
         let result = self
             .timed(
                 self.rpc_timeout(),
-                self.controller().controller_expand_volume(request),
+                self.controller()?.controller_expand_volume(request),
             )
             .await;
         self.trace(format!(
@@ -231,7 +231,7 @@ impl CaseCtx {
             secrets: self.secrets(),
         };
         let result = self
-            .timed(self.rpc_timeout(), self.node().node_expand_volume(request))
+            .timed(self.rpc_timeout(), self.node()?.node_expand_volume(request))
             .await
             .map(drop);
         self.trace(format!(
@@ -250,7 +250,7 @@ impl CaseCtx {
                 starting_token: token.clone(),
             };
             let page = self
-                .timed(self.rpc_timeout(), self.controller().list_volumes(request))
+                .timed(self.rpc_timeout(), self.controller()?.list_volumes(request))
                 .await;
             let page = match page {
                 Ok(page) => page,
@@ -280,7 +280,7 @@ impl CaseCtx {
         let result = self
             .timed(
                 self.rpc_timeout(),
-                self.controller().controller_get_volume(request),
+                self.controller()?.controller_get_volume(request),
             )
             .await
             .and_then(|r| {
@@ -299,7 +299,7 @@ impl CaseCtx {
         let result = self
             .timed(
                 self.rpc_timeout(),
-                self.identity()
+                self.identity()?
                     .get_plugin_info(csi::GetPluginInfoRequest {}),
             )
             .await;
@@ -317,7 +317,7 @@ impl CaseCtx {
         let result = self
             .timed(
                 self.rpc_timeout(),
-                self.identity().probe(csi::ProbeRequest {}),
+                self.identity()?.probe(csi::ProbeRequest {}),
             )
             .await;
         self.trace(format!(
@@ -334,7 +334,7 @@ impl CaseCtx {
         let result = self
             .timed(
                 self.rpc_timeout(),
-                self.controller()
+                self.controller()?
                     .controller_get_capabilities(csi::ControllerGetCapabilitiesRequest {}),
             )
             .await
@@ -361,7 +361,7 @@ impl CaseCtx {
         let result = self
             .timed(
                 self.rpc_timeout(),
-                self.node()
+                self.node()?
                     .node_get_capabilities(csi::NodeGetCapabilitiesRequest {}),
             )
             .await
@@ -395,7 +395,7 @@ impl CaseCtx {
             volume_context: volume.volume_context.clone(),
         };
         let result = self
-            .timed(self.rpc_timeout(), self.node().node_stage_volume(request))
+            .timed(self.rpc_timeout(), self.node()?.node_stage_volume(request))
             .await
             .map(drop);
         self.trace(format!(
@@ -438,7 +438,10 @@ impl CaseCtx {
             volume_context: volume.volume_context.clone(),
         };
         let result = self
-            .timed(self.rpc_timeout(), self.node().node_publish_volume(request))
+            .timed(
+                self.rpc_timeout(),
+                self.node()?.node_publish_volume(request),
+            )
             .await
             .map(drop);
         self.trace(format!(
@@ -466,7 +469,7 @@ impl CaseCtx {
         let result = self
             .timed(
                 self.rpc_timeout(),
-                self.node().node_unpublish_volume(request),
+                self.node()?.node_unpublish_volume(request),
             )
             .await
             .map(drop);
@@ -490,7 +493,10 @@ impl CaseCtx {
             staging_target_path: staging.display().to_string(),
         };
         let result = self
-            .timed(self.rpc_timeout(), self.node().node_unstage_volume(request))
+            .timed(
+                self.rpc_timeout(),
+                self.node()?.node_unstage_volume(request),
+            )
             .await
             .map(drop);
         self.trace(format!(

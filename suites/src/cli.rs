@@ -13,7 +13,8 @@ use harness::profile::{DriverProfile, load_testdriver};
 use harness::progress::TerminalProgress;
 use harness::runner::{ReportPaths, RunError, RunOptions, run};
 pub use harness::steps::error_chain;
-use harness::target::{TargetSpec, find_reference_driver};
+use harness::target::{Surfaces, TargetSpec, find_reference_driver};
+use local_cluster::DriverCommand;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,7 +30,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the suites against the embedded reference driver (default) or a driver endpoint.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the cases (offline: no driver is contacted).
     List(SelectArgs),
     /// Driver profiles.
@@ -46,7 +47,7 @@ pub enum ProfileCommand {
     },
 }
 
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone)]
 pub struct SelectArgs {
     /// Run only cases whose name contains one of these (libtest-style filters).
     pub filters: Vec<String>,
@@ -62,6 +63,9 @@ pub struct SelectArgs {
     /// A Kubernetes e2e external driver file (testdriver.yaml) instead of a profile.
     #[arg(long)]
     pub testdriver: Option<PathBuf>,
+    /// `list`: plan for a Kubernetes target (as with --kubeconfig or --local-cluster).
+    #[arg(long, hide = true)]
+    pub kubernetes: bool,
 }
 
 #[derive(Args, Debug)]
@@ -69,19 +73,52 @@ pub struct RunArgs {
     #[command(flatten)]
     pub select: SelectArgs,
     /// A running driver: unix:///path.sock or tcp://host:port. Default: start the reference driver.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["kubeconfig", "cluster", "local_cluster"])]
     pub endpoint: Option<Endpoint>,
+    /// Target a Kubernetes cluster through this kubeconfig (the driver must be installed there).
+    #[arg(long, conflicts_with = "local_cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, conflicts_with = "local_cluster")]
+    pub context: Option<String>,
+    /// Target a Kubernetes cluster found the usual way: KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster service account.
+    #[arg(long, conflicts_with = "local_cluster")]
+    pub cluster: bool,
+    /// Start a single-node Kubernetes cluster on this machine (upstream binaries from --k8s-bin,
+    /// root needed) with the driver in it, run the Kubernetes suites, tear it all down.
+    #[arg(long)]
+    pub local_cluster: bool,
+    /// The CSI driver the local cluster runs (default: the reference driver). A command line;
+    /// {endpoint} is replaced by its socket path, {endpoint_url} by unix://PATH, {node_id} by
+    /// the node name and {state_dir} by a directory the run removes. Needs --profile or
+    /// --testdriver.
+    #[arg(long, requires = "local_cluster")]
+    pub driver_cmd: Option<String>,
+    /// The name the driver must report in GetPluginInfo (default: the profile's name).
+    #[arg(long, requires = "local_cluster")]
+    pub driver_name: Option<String>,
+    /// Directory of the upstream binaries (default: $CSI_CLONE_K8S_BIN, else
+    /// ~/.cache/csi-clone-conformance/k8s-bin/current, as ci/install-k8s.sh makes it).
+    #[arg(long, requires = "local_cluster")]
+    pub k8s_bin: Option<PathBuf>,
+    /// Seconds each local-cluster component may take to start.
+    #[arg(long, default_value_t = 120, requires = "local_cluster")]
+    pub start_timeout: u64,
+    /// Image of the writer/reader pods on a cluster (default: the profile's, else busybox).
+    #[arg(long, conflicts_with = "local_cluster")]
+    pub pod_image: Option<String>,
     /// The driver's node service, if it listens elsewhere than --endpoint.
     #[arg(long, requires = "endpoint")]
     pub node_endpoint: Option<Endpoint>,
     /// The reference driver binary for the embedded target (default: next to this binary).
-    #[arg(long, conflicts_with = "endpoint")]
+    #[arg(long, conflicts_with_all = ["endpoint", "driver_cmd"])]
     pub driver_bin: Option<PathBuf>,
     /// Extra arguments for the embedded reference driver (e.g. --driver-arg=--default-fs-type=xfs).
     #[arg(
         long = "driver-arg",
         allow_hyphen_values = true,
-        conflicts_with = "endpoint"
+        conflicts_with_all = ["endpoint", "driver_cmd"]
     )]
     pub driver_args: Vec<String>,
     #[arg(long, default_value = "target/csi-clone/junit.xml")]
@@ -151,7 +188,18 @@ fn list(select: &SelectArgs) -> i32 {
             return exit::PROFILE;
         }
     };
-    let planned = plan(&crate::all(), &profile, &selection(select));
+    let surfaces = if select.kubernetes {
+        Surfaces {
+            csi: false,
+            kubernetes: true,
+        }
+    } else {
+        Surfaces {
+            csi: true,
+            kubernetes: false,
+        }
+    };
+    let planned = plan(&crate::all(), &profile, &selection(select), surfaces);
     for item in &planned {
         println!("{}: test", item.name);
         if let Some(reason) = &item.skip_reason {
@@ -165,10 +213,73 @@ fn list(select: &SelectArgs) -> i32 {
     }
 }
 
-fn run_command(args: RunArgs) -> i32 {
-    if args.list {
-        return list(&args.select);
+/// The target the arguments describe; `Err` is a usage message.
+fn target_spec(args: &RunArgs, profile: &DriverProfile) -> Result<TargetSpec, String> {
+    if let Some(controller) = &args.endpoint {
+        return Ok(TargetSpec::Endpoint {
+            controller: controller.clone(),
+            node: args.node_endpoint.clone(),
+        });
     }
+    if args.kubeconfig.is_some() || args.context.is_some() || args.cluster {
+        return Ok(TargetSpec::Cluster {
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.context.clone(),
+        });
+    }
+    let reference = || {
+        args.driver_bin.clone().or_else(find_reference_driver).ok_or_else(|| {
+            "the reference-driver binary is missing: build it (cargo build --release --workspace) or pass --driver-bin, --endpoint or --driver-cmd".to_string()
+        })
+    };
+    if !args.local_cluster {
+        return Ok(TargetSpec::Embedded {
+            driver_bin: reference()?,
+            args: args.driver_args.clone(),
+        });
+    }
+    let driver = match &args.driver_cmd {
+        Some(command) => {
+            if args.select.profile.is_none() && args.select.testdriver.is_none() {
+                return Err("--driver-cmd needs --profile or --testdriver: they declare what the driver supports".into());
+            }
+            DriverCommand::parse(command).map_err(|e| format!("--driver-cmd: {e}"))?
+        }
+        None => {
+            let mut argv = vec![reference()?.display().to_string()];
+            argv.extend(
+                [
+                    "--endpoint",
+                    "{endpoint_url}",
+                    "--state-dir",
+                    "{state_dir}",
+                    "--node-id",
+                    "{node_id}",
+                ]
+                .map(String::from),
+            );
+            argv.extend(args.driver_args.iter().cloned());
+            DriverCommand { argv }
+        }
+    };
+    let k8s_bin = args
+        .k8s_bin
+        .clone()
+        .or_else(local_cluster::bins::default_dir)
+        .ok_or("--k8s-bin is needed: HOME is not set, so there is no default")?;
+    Ok(TargetSpec::LocalCluster {
+        k8s_bin,
+        driver,
+        driver_name: Some(
+            args.driver_name
+                .clone()
+                .unwrap_or_else(|| profile.name.clone()),
+        ),
+        start_timeout: Duration::from_secs(args.start_timeout),
+    })
+}
+
+fn run_command(args: RunArgs) -> i32 {
     let (profile, label) = match load_profile(&args.select) {
         Ok(loaded) => loaded,
         Err(message) => {
@@ -176,26 +287,27 @@ fn run_command(args: RunArgs) -> i32 {
             return exit::PROFILE;
         }
     };
-    let target = match &args.endpoint {
-        Some(controller) => TargetSpec::Endpoint {
-            controller: controller.clone(),
-            node: args.node_endpoint.clone(),
-        },
-        None => {
-            let Some(driver_bin) = args.driver_bin.clone().or_else(find_reference_driver) else {
-                eprintln!(
-                    "error: the embedded target needs the reference-driver binary: build it (cargo build --release --workspace) or pass --driver-bin or --endpoint"
-                );
-                return exit::USAGE;
-            };
-            TargetSpec::Embedded {
-                driver_bin,
-                args: args.driver_args.clone(),
-            }
+    let target = match target_spec(&args, &profile) {
+        Ok(target) => target,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::USAGE;
         }
     };
+    if args.list {
+        let select = SelectArgs {
+            kubernetes: target.surfaces().kubernetes,
+            ..args.select.clone()
+        };
+        return list(&select);
+    }
     let seed = args.seed.unwrap_or_else(random_seed);
-    let planned = plan(&crate::all(), &profile, &selection(&args.select));
+    let planned = plan(
+        &crate::all(),
+        &profile,
+        &selection(&args.select),
+        target.surfaces(),
+    );
     let options = RunOptions {
         target,
         profile: Arc::new(profile),
@@ -211,6 +323,7 @@ fn run_command(args: RunArgs) -> i32 {
         work_dir: args.work_dir.clone(),
         connect_timeout: Duration::from_secs(30),
         properties: BTreeMap::new(),
+        pod_image: args.pod_image.clone(),
         silent: false,
     };
     let progress = TerminalProgress {
@@ -247,6 +360,10 @@ pub fn finish(result: Result<reports::RunReport, RunError>, junit: &std::path::P
             eprintln!("error: {}", error_chain(&e));
             exit::UNREACHABLE
         }
+        Err(e @ RunError::Preflight(_)) => {
+            eprintln!("error: {e}");
+            exit::NOT_READY
+        }
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
             exit::HARNESS_ERROR
@@ -263,7 +380,7 @@ pub fn random_seed() -> u64 {
 
 pub fn main_with(cli: Cli) -> i32 {
     match cli.command {
-        Command::Run(args) => run_command(args),
+        Command::Run(args) => run_command(*args),
         Command::List(select) => list(&select),
         Command::Profile(ProfileCommand::Check { file }) => match DriverProfile::load(&file) {
             Ok(profile) => {

@@ -9,6 +9,7 @@ pub mod concurrency;
 pub mod content_source;
 pub mod data_integrity;
 pub mod independence;
+pub mod k8s_clone;
 pub mod size;
 
 use harness::case::Suite;
@@ -23,5 +24,6 @@ pub fn all() -> Vec<Suite> {
         data_integrity::suite(),
         independence::suite(),
         concurrency::suite(),
+        k8s_clone::suite(),
     ]
 }

@@ -11,7 +11,13 @@ use harness::plan::{Selection, plan};
 use harness::profile::DriverProfile;
 use harness::progress::TerminalProgress;
 use harness::runner::{ReportPaths, RunOptions, run};
-use harness::target::TargetSpec;
+use harness::target::{Surfaces, TargetSpec};
+
+/// The CSI-level suites against an in-process driver; the Kubernetes suites run in .ci/run.
+const CSI_ONLY: Surfaces = Surfaces {
+    csi: true,
+    kubernetes: false,
+};
 
 mod common;
 
@@ -23,7 +29,7 @@ fn main() {
         skip: args.skip.clone(),
         exact: args.exact,
     };
-    let planned = plan(&suites::all(), &profile, &selection);
+    let planned = plan(&suites::all(), &profile, &selection, CSI_ONLY);
     if args.list {
         for item in &planned {
             println!("{}: test", item.name);
@@ -62,6 +68,7 @@ fn main() {
         work_dir: work.path().to_path_buf(),
         connect_timeout: Duration::from_secs(30),
         properties: BTreeMap::from([("entry".to_string(), "cargo test".to_string())]),
+        pod_image: None,
         silent: false,
     };
     let result = run(

@@ -14,7 +14,13 @@ use std::time::{Duration, Instant};
 use harness::plan::{Selection, plan};
 use harness::profile::DriverProfile;
 use harness::runner::{ReportPaths, RunOptions, run};
-use harness::target::TargetSpec;
+use harness::target::{Surfaces, TargetSpec};
+
+/// The CSI-level suites against an in-process driver; the Kubernetes suites run in .ci/run.
+const CSI_ONLY: Surfaces = Surfaces {
+    csi: true,
+    kubernetes: false,
+};
 use reference_driver::config::Feature;
 use reference_driver::faults::Fault;
 use reports::{Outcome, RunReport};
@@ -71,7 +77,7 @@ fn run_once(fault: Option<Fault>, setup: Setup, work: &std::path::Path) -> Outco
     profile.capabilities.clone = setup != Setup::NoClone;
     profile.timeouts.rpc_secs = 20;
     profile.timeouts.clone_secs = 30;
-    let planned = plan(&suites::all(), &profile, &Selection::default());
+    let planned = plan(&suites::all(), &profile, &Selection::default(), CSI_ONLY);
     let options = RunOptions {
         target: TargetSpec::Endpoint {
             controller: driver.endpoint.clone(),
@@ -86,6 +92,7 @@ fn run_once(fault: Option<Fault>, setup: Setup, work: &std::path::Path) -> Outco
         work_dir: dir.clone(),
         connect_timeout: Duration::from_secs(30),
         properties: BTreeMap::new(),
+        pod_image: None,
         silent: true,
     };
     let report: RunReport = run(planned, options, Vec::new())

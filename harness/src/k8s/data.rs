@@ -1,0 +1,201 @@
+//! The data plane through pods, on the same data code as the CSI level: the seeded tree travels
+//! as a tar stream into `tar -x` in a writer pod, and `tar -c` in a reader pod streams the
+//! volume back into the same canonical digest; block volumes get the same seeded blocks through
+//! `dd` and are read back whole. A command that fails in the pod while touching the volume
+//! (an I/O error, a short device) is the driver's failure; a missing tool is the harness's.
+
+use super::VolumeMode;
+use super::pods::{DEVICE_PATH, DataPod, MOUNT_PATH};
+use crate::case::{CaseResult, fail_with, harness_error};
+use crate::context::CaseCtx;
+use crate::data::{self, Digest};
+
+/// Seeded blocks per block volume, as at the CSI level.
+const BLOCKS: usize = 24;
+const MARKER_LEN: u64 = 4096;
+
+impl CaseCtx {
+    /// Starts a pod on `claim`, writes dataset `n` (`size` = the claim's request), reads the
+    /// volume back and returns that digest; the pod is gone (volume unmounted) on return.
+    pub async fn seed_claim(
+        &self,
+        claim: &str,
+        mode: VolumeMode,
+        size: u64,
+        n: u64,
+    ) -> CaseResult<Digest> {
+        let pod = self.start_data_pod(claim, mode).await?;
+        let seed = self.seed_for(n);
+        let written = match mode.is_block() {
+            true => self.write_blocks(&pod, seed, size).await,
+            false => self.write_tree(&pod, seed, size).await,
+        };
+        let digest = match written {
+            Ok(()) => self.read_digest(&pod, size).await,
+            Err(e) => Err(e),
+        };
+        self.stop_data_pod(&pod).await?;
+        let digest = digest?;
+        self.trace(format!(
+            "data: claim {claim} seeded with seed={seed}, reads back {digest}"
+        ));
+        Ok(digest)
+    }
+
+    /// The digest of what `claim` holds, read by a pod of its own.
+    pub async fn digest_claim(
+        &self,
+        claim: &str,
+        mode: VolumeMode,
+        size: u64,
+    ) -> CaseResult<Digest> {
+        let pod = self.start_data_pod(claim, mode).await?;
+        let digest = self.read_digest(&pod, size).await;
+        self.stop_data_pod(&pod).await?;
+        let digest = digest?;
+        self.trace(format!("data: claim {claim} reads {digest}"));
+        Ok(digest)
+    }
+
+    /// Writes marker `n` (a new 4 KiB file, or 4 KiB in the middle of the device) into `claim`
+    /// and returns the claim's new digest.
+    pub async fn mark_claim(
+        &self,
+        claim: &str,
+        mode: VolumeMode,
+        size: u64,
+        n: u64,
+    ) -> CaseResult<Digest> {
+        let pod = self.start_data_pod(claim, mode).await?;
+        let seed = self.seed_for(n);
+        let written = if mode.is_block() {
+            let offset = (size / 2) & !(MARKER_LEN - 1);
+            let script = format!("{} && sync", dd_write(offset, MARKER_LEN));
+            self.run_writer(&pod, &script, data::block_marker(seed).to_vec())
+                .await
+        } else {
+            let mut archive = Vec::new();
+            match data::write_marker_tar(&mut archive, &format!("marker-{n}.bin"), seed, MARKER_LEN)
+            {
+                Ok(()) => {
+                    self.run_writer(&pod, &untar_script(archive.len()), archive)
+                        .await
+                }
+                Err(e) => Err(harness_error(format!("build the marker archive: {e}"))),
+            }
+        };
+        let digest = match written {
+            Ok(()) => self.read_digest(&pod, size).await,
+            Err(e) => Err(e),
+        };
+        self.stop_data_pod(&pod).await?;
+        let digest = digest?;
+        self.trace(format!(
+            "data: claim {claim} marked with seed={seed}, now {digest}"
+        ));
+        Ok(digest)
+    }
+
+    async fn write_tree(&self, pod: &DataPod, seed: u64, size: u64) -> CaseResult {
+        let large = (size / 8).clamp(64 << 10, 4 << 20);
+        let archive = crate::steps::blocking("build the seeded tree archive", move || {
+            let mut archive = Vec::new();
+            data::seed_tree_tar(&mut archive, "dataset", seed, large)?;
+            Ok(archive)
+        })
+        .await?;
+        self.run_writer(pod, &untar_script(archive.len()), archive)
+            .await
+    }
+
+    async fn write_blocks(&self, pod: &DataPod, seed: u64, size: u64) -> CaseResult {
+        let blocks = data::block_plan(seed, size, BLOCKS)
+            .map_err(|e| harness_error(format!("plan seeded blocks: {e}")))?;
+        let mut script = String::from("set -e");
+        let mut input = Vec::new();
+        for block in &blocks {
+            script.push_str("; ");
+            script.push_str(&dd_write(block.offset, block.data.len() as u64));
+            input.extend_from_slice(&block.data);
+        }
+        script.push_str("; sync");
+        self.run_writer(pod, &script, input).await
+    }
+
+    /// Runs a command that writes to the volume; a failure is the driver's unless a tool is missing.
+    async fn run_writer(&self, pod: &DataPod, script: &str, input: Vec<u8>) -> CaseResult {
+        let finished = self.exec_in(pod, script, Some(input), |_| Ok(())).await?;
+        match finished.failure {
+            None => Ok(()),
+            Some(failure) => Err(self
+                .pod_failure(pod, "writing to the volume", failure)
+                .await),
+        }
+    }
+
+    /// Reads the whole volume in `pod` into its digest.
+    async fn read_digest(&self, pod: &DataPod, size: u64) -> CaseResult<Digest> {
+        let finished = if pod.mode.is_block() {
+            let script = format!(
+                "dd if={DEVICE_PATH} bs=1048576 count={size} iflag=count_bytes 2>/dev/null"
+            );
+            self.exec_in(pod, &script, None, move |out| {
+                data::digest_stream(out, size, "the block device read in the pod")
+            })
+            .await?
+        } else {
+            let script = format!("tar -c -C {MOUNT_PATH} -f - .");
+            self.exec_in(pod, &script, None, |out| data::tar_digest(out))
+                .await?
+        };
+        if let Some(failure) = finished.failure {
+            return Err(self.pod_failure(pod, "reading the volume", failure).await);
+        }
+        finished.output.map_err(|e| {
+            fail_with(
+                format!(
+                    "the volume of claim {} could not be read back whole",
+                    pod.claim
+                ),
+                format!("{size} bytes (block) or a complete tree"),
+                crate::steps::error_chain(&e),
+            )
+        })
+    }
+
+    async fn pod_failure(
+        &self,
+        pod: &DataPod,
+        doing: &str,
+        failure: String,
+    ) -> crate::case::CaseError {
+        let events = super::claims::join_events(&self.pod_events(pod).await);
+        let message = format!("{doing} of claim {} in pod {} failed", pod.claim, pod.name);
+        // 127: the image lacks a tool (sh, tar, dd): the harness's setup, not the driver.
+        if failure.contains("exit code 127") || failure.contains("not found") {
+            harness_error(format!(
+                "{message}: {failure} (does the pod image have busybox tools?); events: {events}"
+            ))
+        } else {
+            fail_with(
+                message,
+                "the command succeeds",
+                format!("{failure}; events: {events}"),
+            )
+        }
+    }
+}
+
+/// Reads exactly `len` bytes of stdin into `tar -x` (so no end-of-stdin signal is needed).
+fn untar_script(len: usize) -> String {
+    format!(
+        "set -o pipefail; dd bs=65536 count={len} iflag=fullblock,count_bytes 2>/dev/null | tar -x -C {MOUNT_PATH} -f - && sync"
+    )
+}
+
+/// Writes exactly `len` bytes of stdin at byte `offset` of the device.
+fn dd_write(offset: u64, len: u64) -> String {
+    format!(
+        "dd of={DEVICE_PATH} bs={len} count=1 seek={offset} oflag=seek_bytes iflag=fullblock conv=notrunc 2>/dev/null"
+    )
+}

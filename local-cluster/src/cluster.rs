@@ -73,6 +73,8 @@ pub struct ClusterInfo {
     pub kubeconfig: PathBuf,
     pub node_name: String,
     pub driver_name: String,
+    /// GetPluginInfo's vendor_version.
+    pub driver_version: String,
     pub driver_endpoint: PathBuf,
     pub pod_image: String,
     /// Component name -> version (from the bin dir's VERSIONS file).
@@ -338,12 +340,13 @@ impl LocalCluster {
         self.processes[at]
             .wait_ready(limit, move || {
                 let endpoint = endpoint.clone();
-                async move { components::driver_name(&endpoint).await.map(drop) }
+                async move { components::plugin_info(&endpoint).await.map(drop) }
             })
             .await?;
-        let name = components::driver_name(&self.layout.driver_socket)
+        let (name, version) = components::plugin_info(&self.layout.driver_socket)
             .await
             .map_err(|reason| ClusterError::setup("GetPluginInfo", reason))?;
+        self.info.driver_version = version;
         if let Some(expected) = &options.driver_name
             && *expected != name
         {

@@ -193,8 +193,8 @@ pub(crate) async fn node_ready(client: Client, name: &str) -> Result<(), String>
     }
 }
 
-/// The driver's name from GetPluginInfo, once it answers.
-pub(crate) async fn driver_name(socket: &Path) -> Result<String, String> {
+/// The driver's name and vendor version from GetPluginInfo, once it answers.
+pub(crate) async fn plugin_info(socket: &Path) -> Result<(String, String), String> {
     let endpoint = csi_proto::transport::Endpoint::Unix(socket.to_path_buf());
     let mut clients = csi_proto::transport::connect(&endpoint)
         .await
@@ -204,7 +204,8 @@ pub(crate) async fn driver_name(socket: &Path) -> Result<String, String> {
         .get_plugin_info(csi_proto::v1::GetPluginInfoRequest {})
         .await
         .map_err(|s| format!("GetPluginInfo: {:?} {}", s.code(), s.message()))?;
-    Ok(info.into_inner().name)
+    let info = info.into_inner();
+    Ok((info.name, info.vendor_version))
 }
 
 /// There is no registry: the pod and pause images come from the bin dir's archive.

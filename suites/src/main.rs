@@ -16,8 +16,16 @@ fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| (if verbose { "debug" } else { "warn" }).into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // kube logs every refused connection while the harness polls a starting
+                // API server; the harness reports what matters itself.
+                (if verbose {
+                    "debug,kube_client=info"
+                } else {
+                    "warn,kube_client=off"
+                })
+                .into()
+            }),
         )
         .init();
     std::process::exit(suites::cli::main_with(cli));

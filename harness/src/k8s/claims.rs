@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use super::wait::{events_of, until};
+use super::wait::{events_of, until, until_gone};
 use super::{Binding, ClusterHandle, KubeKind, KubeRef, RUN_LABEL, describe_kube_error};
 use crate::case::{CaseResult, fail_with, harness_error};
 use crate::context::CaseCtx;
@@ -249,6 +249,27 @@ impl CaseCtx {
             })?;
         self.ledger().forget(&Resource::Kube(object));
         self.trace(format!("k8s: claim {} deleted", claim.name_any()));
+        Ok(())
+    }
+
+    /// Deletes a bound claim and waits until its volume is gone too (the provisioner has called
+    /// DeleteVolume): what "the source was deleted" means to a clone.
+    pub async fn delete_claim_and_volume(&self, bound: &BoundClaim) -> CaseResult {
+        self.delete_claim(&bound.claim).await?;
+        let cluster = self.cluster()?;
+        let api: Api<PersistentVolume> = Api::all(cluster.client.clone());
+        let name = bound.volume.name_any();
+        let uid = bound.volume.uid().unwrap_or_default();
+        until_gone(&api, &name, &uid, cluster.timeouts.delete)
+            .await
+            .map_err(|e| {
+                fail_with(
+                    format!("the volume {name} of a deleted claim was not deleted ({e})"),
+                    "PersistentVolume gone (reclaimPolicy Delete)",
+                    "still present",
+                )
+            })?;
+        self.trace(format!("k8s: volume {name} deleted"));
         Ok(())
     }
 

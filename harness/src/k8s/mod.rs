@@ -44,6 +44,8 @@ pub struct ClusterHandle {
     pub client: Client,
     /// The CSI driver whose clones are tested (the StorageClass provisioner).
     pub driver_name: String,
+    /// The driver's version where the target can tell (the local cluster asks the driver).
+    pub driver_version: String,
     pub storage_class: String,
     pub binding: Binding,
     pub snapshot_class: Option<String>,

@@ -43,6 +43,28 @@ where
     }
 }
 
+/// Watches `name` until the object with `uid` is gone, or `limit` passes.
+pub(crate) async fn until_gone<K>(
+    api: &Api<K>,
+    name: &str,
+    uid: &str,
+    limit: Duration,
+) -> Result<(), WaitError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let gone = await_condition(
+        api.clone(),
+        name,
+        kube::runtime::wait::conditions::is_deleted(uid),
+    );
+    match tokio::time::timeout(limit, gone).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(WaitError::Watch(e.to_string())),
+        Err(_) => Err(WaitError::Timeout(limit)),
+    }
+}
+
 /// `Reason: message` lines of the events about one object, oldest first.
 pub(crate) async fn events_of(
     client: &Client,

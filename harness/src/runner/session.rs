@@ -146,9 +146,11 @@ async fn cluster_handle(
         format!("pods (image {pod_image}): tar and dd through the exec API"),
     );
     properties.insert("pod_image".into(), pod_image.clone());
+    let mut driver_version = String::new();
     if let Some(shared) = &target.local
         && let Some(cluster) = shared.lock().await.as_ref()
     {
+        driver_version = cluster.info.driver_version.clone();
         for (component, version) in &cluster.info.versions {
             properties.insert(format!("version.{component}"), version.clone());
         }
@@ -156,6 +158,7 @@ async fn cluster_handle(
     Ok(ClusterHandle {
         client: kube.client.clone(),
         driver_name: profile.name.clone(),
+        driver_version,
         storage_class: classes.storage_class,
         binding: classes.binding,
         snapshot_class: classes.snapshot_class,
@@ -205,7 +208,11 @@ fn run_info(
     RunInfo {
         tool: format!("csi-clone-conformance {}", env!("CARGO_PKG_VERSION")),
         driver_name,
-        driver_version: plugin.map(|i| i.vendor_version.clone()).unwrap_or_default(),
+        driver_version: match (plugin, &handles.cluster) {
+            (Some(info), _) => info.vendor_version.clone(),
+            (None, Some(cluster)) => cluster.driver_version.clone(),
+            (None, None) => String::new(),
+        },
         target: target.kind.to_string(),
         endpoint,
         node_endpoint,

@@ -88,6 +88,7 @@ impl KubeConnection {
 pub(super) async fn start_local(
     options: &Options,
 ) -> Result<(LocalCluster, KubeConnection), TargetError> {
+    let started = std::time::Instant::now();
     let mut cluster = LocalCluster::prepare(options)?;
     let outcome = tokio::select! {
         result = cluster.bring_up(options) => result.map_err(TargetError::from),
@@ -102,6 +103,13 @@ pub(super) async fn start_local(
         }
         return Err(e);
     }
+    eprintln!(
+        "csi-clone-conformance: local cluster up in {:.1}s in {} (driver {} {})",
+        started.elapsed().as_secs_f64(),
+        cluster.root().display(),
+        cluster.info.driver_name,
+        cluster.info.driver_version
+    );
     let client = cluster.client().ok_or(TargetError::Interrupted)?;
     let kube = KubeConnection {
         server: cluster.info.server.clone(),
@@ -116,9 +124,19 @@ pub(super) async fn shutdown_local(shared: &SharedCluster) -> Vec<String> {
     let Some(mut cluster) = shared.lock().await.take() else {
         return Vec::new();
     };
+    let started = std::time::Instant::now();
     let report = cluster.shutdown().await;
     for step in &report.steps {
         tracing::debug!("tear-down: {step}");
     }
+    eprintln!(
+        "csi-clone-conformance: local cluster torn down in {:.1}s{}",
+        started.elapsed().as_secs_f64(),
+        if report.problems().is_empty() {
+            ", host restored"
+        } else {
+            ""
+        }
+    );
     report.problems().to_vec()
 }

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The Kubernetes lane: `run --local-cluster` with the default (reference) driver, its JUnit
+# checked, and the host compared before and after (ci/host-state.sh: sysctls, mounts, loop
+# devices, host paths, processes). Prints the lane's wall time and the stack's peak memory.
+# Expects a release build and the peers from ci/install-k8s.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out="target/csi-clone/local-cluster"
+mkdir -p "$out"
+bin="./target/release/csi-clone-conformance"
+k8s_bin="$(bash ci/install-k8s.sh | tail -n 1)"
+
+bash ci/host-state.sh >"$out/host-before.txt"
+
+# Peak memory of the whole stack: the sum of the RSS of every process running from the peer
+# cache or the release dir, sampled each second.
+sample_memory() {
+    local cache="${CSI_CLONE_CACHE:-$HOME/.cache/csi-clone-conformance}" peak=0 total
+    while :; do
+        total=0
+        for pid in /proc/[0-9]*; do
+            exe="$(readlink "$pid/exe" 2>/dev/null)" || continue
+            case "$exe" in
+            "$cache"/* | "$PWD"/target/release/*)
+                rss="$(awk '/^VmRSS:/ {print $2}' "$pid/status" 2>/dev/null || echo 0)"
+                total=$((total + ${rss:-0}))
+                ;;
+            esac
+        done
+        ((total > peak)) && peak=$total && echo "$peak" >"$out/peak-rss-kib"
+        sleep 1
+    done
+}
+sample_memory &
+sampler=$!
+trap 'kill "$sampler" 2>/dev/null || true' EXIT
+
+started=$SECONDS
+status=0
+"$bin" run --local-cluster --k8s-bin "$k8s_bin" \
+    --junit "$out/junit.xml" --json "$out/summary.json" --markdown "$out/summary.md" \
+    k8s_ 2>&1 | tee "$out/run.log" || status=$?
+elapsed=$((SECONDS - started))
+kill "$sampler" 2>/dev/null || true
+
+bash ci/host-state.sh >"$out/host-after.txt"
+if ! diff -u "$out/host-before.txt" "$out/host-after.txt"; then
+    echo "local-cluster lane: the host is not as it was before the run (diff above)" >&2
+    exit 1
+fi
+if ((status != 0)); then
+    echo "local-cluster lane: the run exited $status" >&2
+    exit "$status"
+fi
+
+python3 - "$out/junit.xml" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+
+root = ET.parse(sys.argv[1]).getroot()
+cases = [c for c in root.iter("testcase") if c.get("classname", "").startswith("k8s_") or c.get("name", "").startswith("k8s_")]
+bad = [c.get("name") for c in cases if c.find("failure") is not None or c.find("error") is not None or c.find("skipped") is not None]
+if len(cases) < 7 or bad:
+    sys.exit(f"local-cluster lane: {len(cases)} k8s cases, not passed: {bad}")
+print(f"local-cluster lane: {len(cases)} k8s cases passed")
+EOF
+echo "local-cluster lane: ${elapsed}s wall, stack peak RSS $(( $(cat "$out/peak-rss-kib" 2>/dev/null || echo 0) / 1024 )) MiB"

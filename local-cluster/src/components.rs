@@ -99,14 +99,7 @@ pub(crate) async fn client_for(kubeconfig: &Path) -> Result<Client, ClusterError
 }
 
 pub(crate) async fn api_ready(client: Client) -> Result<(), String> {
-    let request = http::Request::get("/readyz")
-        .body(Vec::new())
-        .map_err(|e| e.to_string())?;
-    match client.request_text(request).await {
-        Ok(body) if body.trim() == "ok" => Ok(()),
-        Ok(body) => Err(format!("/readyz answered {body:?}")),
-        Err(e) => Err(e.to_string()),
-    }
+    answers_ok(&client, "/readyz").await
 }
 
 /// `/healthz` of a component's own HTTPS port (self-signed; the path needs no credentials).
@@ -117,12 +110,17 @@ pub(crate) async fn healthz(port: u16) -> Result<(), String> {
     let mut config = Config::new(url);
     config.accept_invalid_certs = true;
     let client = Client::try_from(config).map_err(|e| e.to_string())?;
-    let request = http::Request::get("/healthz")
+    answers_ok(&client, "/healthz").await
+}
+
+/// A health endpoint answering `ok`.
+async fn answers_ok(client: &Client, path: &str) -> Result<(), String> {
+    let request = http::Request::get(path)
         .body(Vec::new())
         .map_err(|e| e.to_string())?;
     match client.request_text(request).await {
         Ok(body) if body.trim() == "ok" => Ok(()),
-        Ok(body) => Err(format!("/healthz answered {body:?}")),
+        Ok(body) => Err(format!("{path} answered {body:?}")),
         Err(e) => Err(e.to_string()),
     }
 }

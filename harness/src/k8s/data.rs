@@ -14,6 +14,15 @@ use crate::data::{self, Digest};
 const BLOCKS: usize = 24;
 const MARKER_LEN: u64 = 4096;
 
+/// What a writer pod puts on a volume before the volume is read back.
+#[derive(Clone, Copy, Debug)]
+enum Write {
+    /// Seeded dataset n: the tree or the blocks of the CSI level.
+    Dataset(u64),
+    /// Marker n: a new 4 KiB file, or 4 KiB in the middle of the device.
+    Marker(u64),
+}
+
 impl CaseCtx {
     /// Starts a pod on `claim`, writes dataset `n` (`size` = the claim's request), reads the
     /// volume back and returns that digest; the pod is gone (volume unmounted) on return.
@@ -24,22 +33,8 @@ impl CaseCtx {
         size: u64,
         n: u64,
     ) -> CaseResult<Digest> {
-        let pod = self.start_data_pod(claim, mode).await?;
-        let seed = self.seed_for(n);
-        let written = match mode.is_block() {
-            true => self.write_blocks(&pod, seed, size).await,
-            false => self.write_tree(&pod, seed, size).await,
-        };
-        let digest = match written {
-            Ok(()) => self.read_digest(&pod, size).await,
-            Err(e) => Err(e),
-        };
-        self.stop_data_pod(&pod).await?;
-        let digest = digest?;
-        self.trace(format!(
-            "data: claim {claim} seeded with seed={seed}, reads back {digest}"
-        ));
-        Ok(digest)
+        self.write_and_read(claim, mode, size, Some(Write::Dataset(n)))
+            .await
     }
 
     /// The digest of what `claim` holds, read by a pod of its own.
@@ -49,16 +44,10 @@ impl CaseCtx {
         mode: VolumeMode,
         size: u64,
     ) -> CaseResult<Digest> {
-        let pod = self.start_data_pod(claim, mode).await?;
-        let digest = self.read_digest(&pod, size).await;
-        self.stop_data_pod(&pod).await?;
-        let digest = digest?;
-        self.trace(format!("data: claim {claim} reads {digest}"));
-        Ok(digest)
+        self.write_and_read(claim, mode, size, None).await
     }
 
-    /// Writes marker `n` (a new 4 KiB file, or 4 KiB in the middle of the device) into `claim`
-    /// and returns the claim's new digest.
+    /// Writes marker `n` into `claim` and returns the claim's new digest.
     pub async fn mark_claim(
         &self,
         claim: &str,
@@ -66,23 +55,23 @@ impl CaseCtx {
         size: u64,
         n: u64,
     ) -> CaseResult<Digest> {
+        self.write_and_read(claim, mode, size, Some(Write::Marker(n)))
+            .await
+    }
+
+    /// One pod: the write (if any), then the digest of the whole volume; the pod is removed
+    /// whatever happened, and its removal (the unmount) must succeed too.
+    async fn write_and_read(
+        &self,
+        claim: &str,
+        mode: VolumeMode,
+        size: u64,
+        write: Option<Write>,
+    ) -> CaseResult<Digest> {
         let pod = self.start_data_pod(claim, mode).await?;
-        let seed = self.seed_for(n);
-        let written = if mode.is_block() {
-            let offset = (size / 2) & !(MARKER_LEN - 1);
-            let script = format!("{} && sync", dd_write(offset, MARKER_LEN));
-            self.run_writer(&pod, &script, data::block_marker(seed).to_vec())
-                .await
-        } else {
-            let mut archive = Vec::new();
-            match data::write_marker_tar(&mut archive, &format!("marker-{n}.bin"), seed, MARKER_LEN)
-            {
-                Ok(()) => {
-                    self.run_writer(&pod, &untar_script(archive.len()), archive)
-                        .await
-                }
-                Err(e) => Err(harness_error(format!("build the marker archive: {e}"))),
-            }
+        let written = match write {
+            Some(write) => self.write(&pod, size, write).await,
+            None => Ok(()),
         };
         let digest = match written {
             Ok(()) => self.read_digest(&pod, size).await,
@@ -90,10 +79,33 @@ impl CaseCtx {
         };
         self.stop_data_pod(&pod).await?;
         let digest = digest?;
-        self.trace(format!(
-            "data: claim {claim} marked with seed={seed}, now {digest}"
-        ));
+        let done = match write {
+            Some(w) => format!("after {w:?} (seed {})", self.seed_for(number(w))),
+            None => "as it is".to_string(),
+        };
+        self.trace(format!("data: claim {claim} {done} reads {digest}"));
         Ok(digest)
+    }
+
+    async fn write(&self, pod: &DataPod, size: u64, write: Write) -> CaseResult {
+        let seed = self.seed_for(number(write));
+        match (write, pod.mode.is_block()) {
+            (Write::Dataset(_), true) => self.write_blocks(pod, seed, size).await,
+            (Write::Dataset(_), false) => self.write_tree(pod, seed, size).await,
+            (Write::Marker(_), true) => {
+                let offset = (size / 2) & !(MARKER_LEN - 1);
+                let script = format!("{} && sync", dd_write(offset, MARKER_LEN));
+                self.run_writer(pod, &script, data::block_marker(seed).to_vec())
+                    .await
+            }
+            (Write::Marker(n), false) => {
+                let mut archive = Vec::new();
+                data::write_marker_tar(&mut archive, &format!("marker-{n}.bin"), seed, MARKER_LEN)
+                    .map_err(|e| harness_error(format!("build the marker archive: {e}")))?;
+                self.run_writer(pod, &untar_script(archive.len()), archive)
+                    .await
+            }
+        }
     }
 
     async fn write_tree(&self, pod: &DataPod, seed: u64, size: u64) -> CaseResult {
@@ -183,6 +195,12 @@ impl CaseCtx {
                 format!("{failure}; events: {events}"),
             )
         }
+    }
+}
+
+fn number(write: Write) -> u64 {
+    match write {
+        Write::Dataset(n) | Write::Marker(n) => n,
     }
 }
 

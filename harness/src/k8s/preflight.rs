@@ -60,7 +60,48 @@ pub async fn check(client: &Client, profile: &DriverProfile) -> Preflight {
         check_snapshot_api(client, &mut out).await;
     }
     describe_nodes(client, &mut out).await;
+    describe_sidecars(client, &mut out).await;
     out
+}
+
+/// Images whose names mark the CSI sidecars, as the reports name them.
+const SIDECARS: &[&str] = &[
+    "csi-provisioner",
+    "csi-resizer",
+    "csi-snapshotter",
+    "snapshot-controller",
+    "csi-attacher",
+    "csi-node-driver-registrar",
+    "livenessprobe",
+];
+
+/// The sidecar images running in the cluster (when the harness may list pods everywhere): what
+/// external-provisioner and friends the verdict was reached with.
+async fn describe_sidecars(client: &Client, out: &mut Preflight) {
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::all(client.clone());
+    let Ok(pods) = api.list(&ListParams::default()).await else {
+        out.properties.insert(
+            "sidecars".into(),
+            "not visible to the harness (no permission to list pods)".into(),
+        );
+        return;
+    };
+    let mut images: Vec<String> = pods
+        .items
+        .iter()
+        .filter_map(|pod| pod.spec.as_ref())
+        .flat_map(|spec| spec.containers.iter())
+        .filter_map(|c| c.image.clone())
+        .filter(|image| SIDECARS.iter().any(|name| image.contains(name)))
+        .collect();
+    images.sort();
+    images.dedup();
+    let found = if images.is_empty() {
+        "none found in pods (run outside the cluster, or named otherwise)".to_string()
+    } else {
+        images.join(", ")
+    };
+    out.properties.insert("sidecars".into(), found);
 }
 
 async fn check_driver(client: &Client, profile: &DriverProfile, out: &mut Preflight) {

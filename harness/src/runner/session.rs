@@ -151,6 +151,15 @@ async fn cluster_handle(
         && let Some(cluster) = shared.lock().await.as_ref()
     {
         driver_version = cluster.info.driver_version.clone();
+        // Its sidecars are processes on this machine, not pods: their versions come from the bin dir.
+        properties.insert(
+            "sidecars".into(),
+            ["csi-provisioner", "csi-resizer", "external-snapshotter"]
+                .iter()
+                .filter_map(|c| cluster.info.versions.get(*c).map(|v| format!("{c} {v}")))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
         for (component, version) in &cluster.info.versions {
             properties.insert(format!("version.{component}"), version.clone());
         }

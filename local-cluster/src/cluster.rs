@@ -113,6 +113,12 @@ impl LocalCluster {
 
     /// Checks the binaries, lays out the run directory and snapshots the host. Starts nothing.
     pub fn prepare(options: &Options) -> Result<LocalCluster, ClusterError> {
+        if !rustix::process::geteuid().is_root() {
+            return Err(ClusterError::setup(
+                "start a local cluster",
+                "it needs root (the kubelet mounts volumes, containerd runs containers)",
+            ));
+        }
         let bins = Binaries::find(&options.k8s_bin)?;
         let layout = Layout::new(&options.root)?;
         std::fs::create_dir_all(&layout.root)

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod data;
+mod scratch;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -22,6 +23,7 @@ use csi_proto::v1::{
 #[allow(unused_imports)] // not every test crate uses the data helpers
 pub use data::*;
 use reference_driver::client::{ClientError, CsiClients, DriverProcess};
+pub use scratch::ScratchFs;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -36,6 +38,10 @@ pub struct Harness {
     pub root: PathBuf,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
+    /// Parent of the node dirs (staging, publish targets): on `scratch` when there is one.
+    pub node_root: PathBuf,
+    /// The test's own filesystem under the node dirs, watched for freezes (root only).
+    pub scratch: Option<ScratchFs>,
     extra: Vec<String>,
     seq: AtomicU32,
     // Last field: the directory is removed only after the sweep in `drop`.
@@ -52,12 +58,19 @@ impl Harness {
         let root = dir.path().canonicalize().expect("canonical tempdir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         write_launcher(&root);
+        let scratch = ScratchFs::new(&[&root]);
+        let node_root = match &scratch {
+            Some(fs) => fs.path().join("node"),
+            None => root.join("node"),
+        };
         let (process, c) = spawn(&root, &extra).await;
         Harness {
             process: Some(process),
             c,
             state_dir: root.join("state"),
             socket: root.join("csi.sock"),
+            node_root,
+            scratch,
             root,
             extra,
             seq: AtomicU32::new(0),
@@ -185,7 +198,7 @@ impl Harness {
         r.entries.into_iter().filter_map(|e| e.snapshot).collect()
     }
 
-    /// NodeStage into a fresh `<tmp>/node/<n>/staging` (created here, as a CO would) and
+    /// NodeStage into a fresh `<node_root>/<n>/staging` (created here, as a CO would) and
     /// NodePublish to `<tmp>/node/<n>/target` (created by the driver).
     pub async fn try_publish(
         &self,
@@ -193,8 +206,7 @@ impl Harness {
         cap: &csi::VolumeCapability,
     ) -> Result<Published, Status> {
         let dir = self
-            .root
-            .join("node")
+            .node_root
             .join(self.seq.fetch_add(1, Ordering::SeqCst).to_string());
         let staging = dir.join("staging");
         fs::create_dir_all(&staging).expect("create staging dir");
@@ -298,7 +310,10 @@ impl Drop for Harness {
         if let Some(p) = self.process.take() {
             let _ = p.stop();
         }
-        let leaked = sweep(&self.root);
+        let mut leaked = sweep(&self.root);
+        if self.scratch.is_some() {
+            leaked.extend(sweep(&self.node_root));
+        }
         if !leaked.is_empty() && !std::thread::panicking() {
             panic!("left behind after the test (cleaned now): {leaked:?}");
         }

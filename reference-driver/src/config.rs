@@ -58,6 +58,9 @@ pub struct DriverConfig {
     pub features: BTreeSet<Feature>,
     /// Test aid: sleep after each copied chunk so crash tests can catch a copy in flight.
     pub copy_pace: Option<Duration>,
+    /// Longest a source filesystem stays frozen for a copy; past it the freeze is lifted and
+    /// the copy refused (see `storage/freeze.rs`).
+    pub freeze_deadline: Duration,
     /// Deliberate non-conformance (see `faults.rs`); empty in normal use.
     pub faults: Faults,
 }
@@ -73,6 +76,7 @@ impl DriverConfig {
             default_fs_type: FsType::Ext4,
             features: Feature::ALL.into_iter().collect(),
             copy_pace: None,
+            freeze_deadline: crate::storage::freeze::DEFAULT_DEADLINE,
             faults: Faults::new(),
         }
     }
@@ -159,6 +163,22 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {text:?} overflows 64 bits"))
 }
 
+/// Parses durations such as `30s`, `500ms` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, millis) = match text.strip_suffix("ms") {
+        Some(d) => (d, true),
+        None => (text.strip_suffix('s').unwrap_or(text), false),
+    };
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("duration {text:?} is not a number of s or ms"))?;
+    Ok(match millis {
+        true => Duration::from_millis(number),
+        false => Duration::from_secs(number),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +190,14 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("1GB").unwrap_err().contains("suffix"));
         assert!(parse_size("Gi").unwrap_err().contains("number"));
+    }
+
+    #[test]
+    fn durations_parse_in_s_or_ms() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("1m").is_err());
     }
 
     #[test]

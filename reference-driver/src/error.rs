@@ -57,6 +57,10 @@ impl DriverError {
             DriverError::Storage(StorageError::MissingCapability { .. }) => {
                 Code::FailedPrecondition
             }
+            // The staging record no longer matches the host: the volume is not in a state
+            // the call can use (spec: FAILED_PRECONDITION).
+            DriverError::Storage(StorageError::NotProven(_)) => Code::FailedPrecondition,
+            DriverError::Storage(StorageError::FreezeBusy { .. }) => Code::Aborted,
             DriverError::Storage(_) | DriverError::State(_) | DriverError::Join(_) => {
                 Code::Internal
             }

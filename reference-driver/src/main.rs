@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use reference_driver::config::{DriverConfig, Feature, parse_size};
+use reference_driver::config::{DriverConfig, Feature, parse_duration, parse_size};
 use reference_driver::core::Driver;
 use reference_driver::faults::Fault;
 use reference_driver::server::{self, Endpoint};
@@ -43,6 +43,10 @@ struct Args {
     /// Test aid: milliseconds to sleep after each copied chunk, to widen crash windows.
     #[arg(long, hide = true)]
     copy_pace_ms: Option<u64>,
+    /// Longest a source filesystem stays frozen while it is copied (`30s`, `500ms`); a copy
+    /// that takes longer is refused and the filesystem thawed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    freeze_deadline: Duration,
     /// Make the driver deliberately non-conformant in a named way (repeatable; for harness
     /// self-tests, see docs/mutation-matrix.md).
     #[arg(long = "fault", value_enum)]
@@ -72,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
     config.default_fs_type = args.default_fs_type;
     config.features = args.features.into_iter().collect();
     config.copy_pace = args.copy_pace_ms.map(Duration::from_millis);
+    config.freeze_deadline = args.freeze_deadline;
     config.faults = args.faults.into_iter().collect();
     if !config.faults.is_empty() {
         tracing::warn!(faults = ?config.faults, "deliberately non-conformant: faults injected");

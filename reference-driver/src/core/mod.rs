@@ -16,7 +16,7 @@ use crate::config::DriverConfig;
 use crate::error::{DriverError, DriverResult};
 use crate::locks::KeyedLocks;
 use crate::state::{AccessType, Source, Staging, StateStore, is_driver_id};
-use crate::storage::{self, FsType};
+use crate::storage::{self, FsType, freeze};
 
 /// Sizes are kept in whole filesystem blocks so loop devices and mkfs see exactly what we report.
 pub const SIZE_ALIGNMENT: u64 = 4096;
@@ -37,23 +37,18 @@ struct Origin {
     access_type: AccessType,
     fs_type: Option<FsType>,
     fs_size_bytes: u64,
-    staged: Option<Staging>,
+    staged: Option<StagedSource>,
 }
 
 impl Driver {
     /// Opens the state dir and cleans up whatever a crash left half-made.
     pub fn open(config: DriverConfig) -> DriverResult<Driver> {
         let store = StateStore::open(&config.state_dir)?;
+        // Before anything writes: a freeze left by a driver killed mid-copy (and by a
+        // guardian that died with it) would block whatever writes next on that filesystem.
+        thaw_leftovers(&store, &config.state_dir);
         for cleaned in store.recover()? {
             tracing::warn!(%cleaned, "recovered state dir after an unclean stop");
-        }
-        // A driver killed mid-copy leaves its source frozen; writers would hang forever.
-        for volume in store.read().volumes.values() {
-            if let (Some(staged), AccessType::Mount) = (&volume.staged, volume.access_type)
-                && let Err(e) = storage::mount::thaw(&staged.staging_path)
-            {
-                tracing::warn!(id = %volume.id, error = %e, "could not thaw a staged volume");
-            }
         }
         Ok(Driver {
             config,
@@ -82,36 +77,103 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await?
 }
 
-/// Makes a staged volume's image consistent before we copy it: a mounted filesystem is frozen
-/// until the returned guard drops; a block device is flushed (without a filesystem there is
-/// nothing to freeze, so a block copy is point-in-time only if its writers are quiet).
-/// `freeze: false` is the `clone-without-freeze` fault: a mounted filesystem is only synced.
-fn quiesce_staged(
-    staged: &Staging,
-    access_type: AccessType,
-    freeze: bool,
-) -> DriverResult<Option<storage::mount::Frozen>> {
-    match access_type {
-        AccessType::Mount if !freeze => storage::mount::sync_filesystem(&staged.staging_path)?,
-        AccessType::Mount => return Ok(Some(storage::mount::freeze(&staged.staging_path)?)),
-        AccessType::Block => {
-            let device = std::fs::File::open(&staged.device).map_err(|source| {
-                storage::StorageError::Io {
-                    op: "open",
-                    path: staged.device.clone(),
-                    source,
-                }
-            })?;
-            device
-                .sync_all()
-                .map_err(|source| storage::StorageError::Io {
-                    op: "fsync",
-                    path: staged.device.clone(),
-                    source,
-                })?;
+/// Thaws the staged mount volumes a dead driver left frozen, each only with the proof a freeze
+/// needs (`storage::freeze`): a stale record must not make us thaw, or freeze, anything else.
+fn thaw_leftovers(store: &StateStore, state_dir: &Path) {
+    for volume in store.read().volumes.values() {
+        let (Some(staging), AccessType::Mount) = (&volume.staged, volume.access_type) else {
+            continue;
+        };
+        let image = store.volume_image(&volume.id);
+        let staged = freeze::Staged {
+            volume_id: &volume.id,
+            staging_path: &staging.staging_path,
+            device: &staging.device,
+            image: &image,
+        };
+        let never = [Path::new("/"), state_dir];
+        match freeze::prove(&staged, &never).and_then(|p| p.thaw_leftover()) {
+            Ok(true) => tracing::warn!(id = %volume.id, "thawed a volume a crash left frozen"),
+            Ok(false) => {}
+            Err(e) => tracing::info!(id = %volume.id, error = %e, "not thawing a staged volume"),
         }
     }
-    Ok(None)
+}
+
+/// A staged volume whose image is about to be copied.
+#[derive(Clone, Debug)]
+struct StagedSource {
+    volume_id: String,
+    staging: Staging,
+    access_type: AccessType,
+    image: PathBuf,
+}
+
+/// How copies treat a staged source: where state lives (never frozen), how long a freeze may
+/// last, and whether to freeze at all (`false`: the `clone-without-freeze` fault).
+#[derive(Clone, Debug)]
+struct CopyPolicy {
+    state_dir: PathBuf,
+    deadline: std::time::Duration,
+    freeze: bool,
+}
+
+impl Driver {
+    fn copy_policy(&self) -> CopyPolicy {
+        CopyPolicy {
+            state_dir: self.config.state_dir.clone(),
+            deadline: self.config.freeze_deadline,
+            freeze: !self.config.fault(crate::faults::Fault::CloneWithoutFreeze),
+        }
+    }
+}
+
+/// Runs `copy` (which writes `destination`) with a staged source made consistent: a mounted
+/// filesystem frozen for exactly the copy, a block device flushed first (without a filesystem
+/// there is nothing to freeze, so a block copy is point-in-time only if its writers are quiet).
+/// A copy whose freeze lapsed before it finished is an error.
+fn copy_quiesced(
+    source: Option<&StagedSource>,
+    policy: &CopyPolicy,
+    destination: &Path,
+    copy: impl FnOnce() -> DriverResult<()>,
+) -> DriverResult<()> {
+    let frozen = match source {
+        Some(source) => quiesce(source, policy, destination)?,
+        None => None,
+    };
+    let copied = copy();
+    let released = frozen.map_or(Ok(()), freeze::Frozen::release);
+    copied.and(released.map_err(DriverError::from))
+}
+
+fn quiesce(
+    source: &StagedSource,
+    policy: &CopyPolicy,
+    destination: &Path,
+) -> DriverResult<Option<freeze::Frozen>> {
+    let staged = freeze::Staged {
+        volume_id: &source.volume_id,
+        staging_path: &source.staging.staging_path,
+        device: &source.staging.device,
+        image: &source.image,
+    };
+    if source.access_type == AccessType::Block {
+        let (device, _) = freeze::open_bound_device(&staged)?;
+        device
+            .sync_all()
+            .map_err(|e| storage::StorageError::io("fsync", &source.staging.device, e))?;
+        return Ok(None);
+    }
+    // The copy's own directory must not be frozen under it either.
+    let landing = destination.parent().unwrap_or(Path::new("/"));
+    let never = [Path::new("/"), policy.state_dir.as_path(), landing];
+    let proven = freeze::prove(&staged, &never)?;
+    if !policy.freeze {
+        proven.sync()?;
+        return Ok(None);
+    }
+    Ok(Some(proven.freeze(policy.deadline)?))
 }
 
 fn not_found_volume(id: &str) -> DriverError {

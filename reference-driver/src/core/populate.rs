@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Origin, quiesce_staged};
+use super::{CopyPolicy, Origin, copy_quiesced};
 use crate::error::DriverResult;
 use crate::faults::{self, Fault, Faults};
 use crate::state::{AccessType, Source};
@@ -21,59 +21,62 @@ pub(super) struct Plan {
     pub faults: Faults,
     /// Where a fault may mount a copy to damage it.
     pub scratch: PathBuf,
+    pub policy: CopyPolicy,
+}
+
+impl Plan {
+    fn fault(&self, fault: Fault) -> bool {
+        self.faults.contains(&fault)
+    }
 }
 
 /// Creates the image; returns the size its filesystem now has (for growth at stage time).
 pub(super) fn populate(plan: Plan) -> DriverResult<u64> {
-    let Plan {
-        image,
-        size,
-        fs_type,
-        origin,
-        pace,
-        faults,
-        scratch,
-    } = plan;
-    let fault = |f: Fault| faults.contains(&f);
-    let Some(origin) = origin else {
-        return make_empty(&image, size, fs_type);
+    let Some(origin) = &plan.origin else {
+        return make_empty(&plan.image, plan.size, plan.fs_type);
     };
-    // Held until the copy is done; dropping it thaws the source.
-    let _quiet = match &origin.staged {
-        Some(staged) => quiesce_staged(
-            staged,
-            origin.access_type,
-            !fault(Fault::CloneWithoutFreeze),
-        )?,
-        None => None,
-    };
-    if fault(Fault::CloneEmpty) {
-        return make_empty(&image, size, fs_type);
+    if plan.fault(Fault::CloneEmpty) {
+        return make_empty(&plan.image, plan.size, plan.fs_type);
     }
-    if fault(Fault::CloneSharesSource) && matches!(origin.source, Source::Volume(_)) {
-        std::fs::hard_link(&origin.image, &image).map_err(|source| storage::StorageError::Io {
-            op: "link",
-            path: image.clone(),
-            source,
+    if plan.fault(Fault::CloneSharesSource) && matches!(origin.source, Source::Volume(_)) {
+        std::fs::hard_link(&origin.image, &plan.image).map_err(|source| {
+            storage::StorageError::Io {
+                op: "link",
+                path: plan.image.clone(),
+                source,
+            }
         })?;
         return Ok(origin.fs_size_bytes);
     }
-    let unfrozen = fault(Fault::CloneWithoutFreeze)
+    // A staged source is frozen for the copy alone: what follows runs on the copy, thawed.
+    copy_quiesced(origin.staged.as_ref(), &plan.policy, &plan.image, || {
+        copy_image(&plan, origin)
+    })?;
+    finish(&plan, origin)
+}
+
+fn copy_image(plan: &Plan, origin: &Origin) -> DriverResult<()> {
+    let unfrozen = plan.fault(Fault::CloneWithoutFreeze)
         && origin.staged.is_some()
         && origin.access_type == AccessType::Mount;
     if unfrozen {
-        faults::slow_copy(&origin.image, &image, faults::UNFROZEN_COPY_RATE)?;
-    } else {
-        copy(&origin.image, &image, pace, &faults)?;
+        faults::slow_copy(&origin.image, &plan.image, faults::UNFROZEN_COPY_RATE)?;
+        return Ok(());
     }
-    if let (true, Some(fs)) = (fault(Fault::CloneDropsModesAndSymlinks), fs_type) {
-        faults::drop_modes_and_symlinks(&image, fs, &scratch)?;
+    copy(&origin.image, &plan.image, plan.pace, &plan.faults)
+}
+
+/// Fits the copied image to the request: fault damage, truncation (a fault), growth.
+fn finish(plan: &Plan, origin: &Origin) -> DriverResult<u64> {
+    let (image, size, fs_type) = (&plan.image, plan.size, plan.fs_type);
+    if let (true, Some(fs)) = (plan.fault(Fault::CloneDropsModesAndSymlinks), fs_type) {
+        faults::drop_modes_and_symlinks(image, fs, &plan.scratch)?;
     }
     if size < origin.size_bytes {
         // Only reachable with SmallerThanSourceAccepted: the copy is cut to the asked size.
         std::fs::OpenOptions::new()
             .write(true)
-            .open(&image)
+            .open(image)
             .and_then(|f| f.set_len(size))
             .map_err(|source| storage::StorageError::Io {
                 op: "truncate",
@@ -82,16 +85,16 @@ pub(super) fn populate(plan: Plan) -> DriverResult<u64> {
             })?;
         return Ok(size);
     }
-    if size > origin.size_bytes && !fault(Fault::LargerCloneNotGrown) {
-        storage::image::grow_file(&image, size)?;
+    if size > origin.size_bytes && !plan.fault(Fault::LargerCloneNotGrown) {
+        storage::image::grow_file(image, size)?;
         // ext4 grows offline now, so the copy is delivered full size; xfs can only grow
         // mounted and does so at NodeStageVolume.
         if fs_type == Some(FsType::Ext4) {
-            storage::image::grow_filesystem_offline(&image, FsType::Ext4)?;
+            storage::image::grow_filesystem_offline(image, FsType::Ext4)?;
             return Ok(size);
         }
     }
-    if fault(Fault::LargerCloneNotGrown) {
+    if plan.fault(Fault::LargerCloneNotGrown) {
         // Claims its filesystem is full size, so nothing grows it later either.
         return Ok(size);
     }

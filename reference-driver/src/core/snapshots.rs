@@ -3,9 +3,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Driver, blocking, plausible_volume_id, quiesce_staged};
+use super::{Driver, StagedSource, blocking, copy_quiesced, plausible_volume_id};
 use crate::error::{DriverError, DriverResult};
-use crate::faults::{self, Fault};
+use crate::faults;
 use crate::state::{AccessType, SnapshotRecord, Status, is_driver_id, new_snapshot_id};
 use crate::storage;
 
@@ -54,22 +54,26 @@ impl Driver {
         let source_image = self.store.volume_image(source_volume_id);
         let image = self.store.snapshot_image(&record.id);
         let pace = self.config.copy_pace;
-        let freeze = !self.config.fault(Fault::CloneWithoutFreeze);
+        let policy = self.copy_policy();
+        let staged = volume.staged.clone().map(|staging| StagedSource {
+            volume_id: volume.id.clone(),
+            staging,
+            access_type: volume.access_type,
+            image: source_image.clone(),
+        });
         let copied = {
             let image = image.clone();
             blocking(move || {
-                let _quiet = match &volume.staged {
-                    Some(staged) => quiesce_staged(staged, volume.access_type, freeze)?,
-                    None => None,
-                };
-                let unfrozen =
-                    !freeze && volume.staged.is_some() && volume.access_type == AccessType::Mount;
-                if unfrozen {
-                    faults::slow_copy(&source_image, &image, faults::UNFROZEN_COPY_RATE)?;
-                } else {
-                    storage::copy::clone_file(&source_image, &image, pace)?;
-                }
-                Ok(())
+                let unfrozen = !policy.freeze && volume.access_type == AccessType::Mount;
+                copy_quiesced(staged.as_ref(), &policy, &image, || {
+                    match unfrozen && staged.is_some() {
+                        true => {
+                            faults::slow_copy(&source_image, &image, faults::UNFROZEN_COPY_RATE)?
+                        }
+                        false => drop(storage::copy::clone_file(&source_image, &image, pace)?),
+                    }
+                    Ok(())
+                })
             })
             .await
         };

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use super::populate::{Plan, populate};
 use super::{
-    Driver, MIN_BLOCK_VOLUME, Origin, SIZE_ALIGNMENT, blocking, describe_source, not_found_volume,
-    plausible_volume_id, round_up, same_parameters,
+    Driver, MIN_BLOCK_VOLUME, Origin, SIZE_ALIGNMENT, StagedSource, blocking, describe_source,
+    not_found_volume, plausible_volume_id, round_up, same_parameters,
 };
 use crate::config::Feature;
 use crate::error::{DriverError, DriverResult};
@@ -112,13 +112,14 @@ impl Driver {
             pace: self.config.copy_pace,
             faults: self.config.faults.clone(),
             scratch: self.store.dir().join("fault-scratch").join(&record.id),
+            policy: self.copy_policy(),
         };
-        let populated =
-            if plan.origin.is_some() && self.config.fault(Fault::CloneReturnsBeforeDurable) {
-                populate_later(plan)
-            } else {
-                blocking(move || populate(plan)).await
-            };
+        let late = plan.origin.is_some() && self.config.fault(Fault::CloneReturnsBeforeDurable);
+        let populated = blocking(move || match late {
+            true => populate_later(plan),
+            false => populate(plan),
+        })
+        .await;
         let fs_size_bytes = match populated {
             Ok(fs_size_bytes) => fs_size_bytes,
             Err(error) => {
@@ -198,7 +199,12 @@ impl Driver {
                     access_type: v.access_type,
                     fs_type: v.fs_type,
                     fs_size_bytes: v.fs_size_bytes,
-                    staged: v.staged.clone(),
+                    staged: v.staged.clone().map(|staging| StagedSource {
+                        volume_id: id.clone(),
+                        staging,
+                        access_type: v.access_type,
+                        image: self.store.volume_image(id),
+                    }),
                 };
                 Ok((origin, hold))
             }
@@ -339,10 +345,23 @@ impl Driver {
                 staged.staging_path.display()
             )));
         }
+        // Unlinking an image a loop device still holds would leave the device (and whatever
+        // is mounted from it) on a file nothing can name; the spec lets DeleteVolume refuse a
+        // volume in use.
+        let image = self.store.volume_image(id);
+        let holders = {
+            let image = image.clone();
+            blocking(move || Ok(storage::loopdev::attached_devices(&image)?)).await?
+        };
+        if let Some(device) = holders.first() {
+            return Err(DriverError::FailedPrecondition(format!(
+                "volume {id}'s image is still attached to loop device {}; unstage it first",
+                device.display()
+            )));
+        }
         self.store.update(|s| s.volumes.remove(id))?;
         self.deletion_faults(&volume);
         // The record is gone first: a crash here leaves only a stray file, swept at start-up.
-        let image = self.store.volume_image(id);
         match std::fs::remove_file(&image) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 tracing::warn!(path = %image.display(), error = %e, "could not remove image; it will be swept at restart");
@@ -479,19 +498,28 @@ fn check_replay(
 }
 
 /// Copies whose data lands after CreateVolume answered (fault CloneReturnsBeforeDurable): an
-/// empty image now, the real copy swapped in two seconds later.
+/// empty image now, the real copy swapped in two seconds later. The copy itself is made now,
+/// under the source's lock and its proven freeze, into a hidden file; only the rename that
+/// makes it visible is late. (A late copy from a detached thread, holding no lock and a
+/// staging path read earlier, would freeze whatever filesystem that path is on by then.)
 fn populate_later(plan: Plan) -> DriverResult<u64> {
-    storage::image::create_sparse(&plan.image, plan.size)?;
-    let image = plan.image.clone();
+    let (image, size) = (plan.image.clone(), plan.size);
+    let hidden = image.with_extension("late");
+    let copied = populate(Plan {
+        image: hidden.clone(),
+        ..plan
+    })
+    .and_then(|_| Ok(storage::image::create_sparse(&image, size)?));
+    if let Err(error) = copied {
+        let _ = std::fs::remove_file(&hidden);
+        return Err(error);
+    }
     std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_secs(2));
-        let staging = image.with_extension("late");
-        let late = Plan {
-            image: staging.clone(),
-            ..plan
-        };
-        if populate(late).is_ok() {
-            let _ = std::fs::rename(&staging, &image);
+        // A volume deleted meanwhile keeps no late data (start-up sweeps a leftover).
+        match image.exists() {
+            true => drop(std::fs::rename(&hidden, &image)),
+            false => drop(std::fs::remove_file(&hidden)),
         }
     });
     Ok(0)

@@ -1,4 +1,4 @@
-//! Loop devices via `losetup`.
+//! Loop devices via `losetup`, and the one ioctl that says what a device is bound to.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -108,6 +108,45 @@ pub fn device_size(device: &Path) -> Result<u64> {
         .map_err(|e| StorageError::io("seek", device, e))
 }
 
+/// `struct loop_info64` of linux/loop.h (kernel ABI, 232 bytes): what LOOP_GET_STATUS64 fills.
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+const _: () = assert!(std::mem::size_of::<LoopInfo64>() == 232);
+
+/// `LOOP_GET_STATUS64` from linux/loop.h.
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
+
+/// The backing file of an open loop device as (st_dev, st_ino), from the kernel's own record
+/// (LOOP_GET_STATUS64) rather than the `backing_file` name, which can be renamed or replaced.
+/// Not a loop device → ENOTTY/EINVAL; an unbound loop device → ENXIO.
+pub fn backing_file_id(device: std::os::fd::BorrowedFd<'_>) -> std::io::Result<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all-zero bytes are a valid LoopInfo64 (integers and byte arrays only).
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: the fd is open for the call's duration, and `info` is a writable loop_info64
+    // of exactly the size the kernel writes.
+    let rc = unsafe { libc::ioctl(device.as_raw_fd(), LOOP_GET_STATUS64, &mut info) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((info.lo_device, info.lo_inode))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +197,19 @@ mod tests {
         assert_eq!(attached_devices(&odd).unwrap(), vec![dev.0.clone()]);
         assert_eq!(device_size(&dev.0).unwrap(), 16 * MIB);
         assert_eq!(device_size(&dev2.0).unwrap(), 8 * MIB);
+        // The kernel's record of the backing file is the image's device and inode.
+        {
+            use std::os::fd::AsFd;
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(&img).unwrap();
+            let opened = File::open(&dev.0).unwrap();
+            let (lo_dev, lo_ino) = backing_file_id(opened.as_fd()).unwrap();
+            assert_eq!(lo_ino, meta.ino());
+            let split = |d: u64| (rustix::fs::major(d), rustix::fs::minor(d));
+            assert_eq!(split(lo_dev), split(meta.dev()));
+            let not_loop = File::open(&img).unwrap();
+            assert!(backing_file_id(not_loop.as_fd()).is_err());
+        }
 
         let path = dev.0.clone();
         detach(&path).unwrap();

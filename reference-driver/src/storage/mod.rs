@@ -5,6 +5,7 @@
 //! calls in `spawn_blocking`.
 
 pub mod copy;
+pub mod freeze;
 pub mod image;
 pub mod loopdev;
 pub mod mount;

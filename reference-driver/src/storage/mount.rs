@@ -82,11 +82,12 @@ fn preserved_flags(st: StatVfsMountFlags) -> MountFlags {
 }
 
 /// Unmounts `target`; not mounted (or missing) → Ok. Retries EBUSY a few
-/// times since a just-closed file can briefly keep the mount busy.
+/// times since a just-closed file can briefly keep the mount busy. A symlink at `target` is
+/// not followed: a staging path swapped for a link to `/` must not unmount what it names.
 pub fn unmount(target: &Path) -> Result<()> {
     let mut attempt = 1;
     loop {
-        match rustix::mount::unmount(target, UnmountFlags::empty()) {
+        match rustix::mount::unmount(target, UnmountFlags::NOFOLLOW) {
             Ok(()) | Err(Errno::INVAL | Errno::NOENT) => return Ok(()),
             Err(Errno::BUSY) if attempt < UNMOUNT_ATTEMPTS => {
                 std::thread::sleep(UNMOUNT_RETRY_DELAY);
@@ -168,61 +169,6 @@ pub fn fs_usage(path: &Path) -> Result<FsUsage> {
 pub fn sync_filesystem(path: &Path) -> Result<()> {
     let f = File::open(path).map_err(|e| StorageError::io("open", path, e))?;
     rustix::fs::syncfs(&f).map_err(|e| StorageError::io("syncfs", path, e.into()))
-}
-
-/// A frozen filesystem (FIFREEZE): writers block and the on-disk image is consistent until
-/// the guard is dropped, which thaws it. A syncfs alone is not enough while writers keep going:
-/// a copy would mix metadata from different moments.
-pub struct Frozen {
-    file: File,
-    path: std::path::PathBuf,
-}
-
-// _IOWR('X', 119, int) and _IOWR('X', 120, int) from linux/fs.h.
-const FIFREEZE: libc::c_ulong = 0xC004_5877;
-const FITHAW: libc::c_ulong = 0xC004_5878;
-
-pub fn freeze(path: &Path) -> Result<Frozen> {
-    let file = File::open(path).map_err(|e| StorageError::io("open", path, e))?;
-    let arg: libc::c_int = 0;
-    // SAFETY: the fd is open and ours; the kernel ignores the argument of FIFREEZE/FITHAW.
-    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&file), FIFREEZE, arg) };
-    if rc != 0 {
-        return Err(StorageError::io(
-            "freeze",
-            path,
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(Frozen {
-        file,
-        path: path.to_path_buf(),
-    })
-}
-
-/// Thaws a filesystem a crashed driver may have left frozen; "not frozen" is fine.
-pub fn thaw(path: &Path) -> Result<()> {
-    let file = File::open(path).map_err(|e| StorageError::io("open", path, e))?;
-    thaw_file(&file, path)
-}
-
-fn thaw_file(file: &File, path: &Path) -> Result<()> {
-    let arg: libc::c_int = 0;
-    // SAFETY: as in `freeze`.
-    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(file), FITHAW, arg) };
-    let error = std::io::Error::last_os_error();
-    if rc != 0 && error.raw_os_error() != Some(libc::EINVAL) {
-        return Err(StorageError::io("thaw", path, error));
-    }
-    Ok(())
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if let Err(e) = thaw_file(&self.file, &self.path) {
-            tracing::error!(path = %self.path.display(), error = %e, "could not thaw filesystem");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The run's record of everything it created. Every create goes through `CaseCtx`, which
 //! records here; cleanup walks the record LIFO (publish before stage before volume, clones
 //! before sources), treats NotFound as done and collects every failure. Nothing that is not
-//! in the ledger is ever deleted.
+//! in the ledger is ever deleted. Every removal has a deadline: a driver or API server that
+//! never answers costs one deadline per entry, never a hung run.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -70,7 +71,13 @@ pub struct Ledger {
     csi: Option<CsiHandles>,
     kube: Option<KubeCleanup>,
     secrets: std::collections::HashMap<String, String>,
+    /// Deadline of one CSI removal call.
+    call_timeout: Duration,
 }
+
+/// Deadline of one CSI removal call when the profile gives none: the profile's default
+/// `rpc_secs`.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How the ledger removes Kubernetes objects: the client and how long a deletion may take.
 #[derive(Clone)]
@@ -93,7 +100,14 @@ impl Ledger {
             csi,
             kube,
             secrets,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
+    }
+
+    /// Sets the deadline of each CSI removal call (the profile's `rpc_secs`).
+    pub fn with_call_timeout(mut self, limit: Duration) -> Ledger {
+        self.call_timeout = limit;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Resource)>> {
@@ -150,8 +164,22 @@ impl Ledger {
     /// Removes what `owner` (or, with `None`, anyone) left, newest first. Returns one message
     /// per resource that could not be removed; those stay recorded as leaks.
     pub async fn cleanup(&self, owner: Option<usize>) -> Vec<String> {
+        self.cleanup_until(owner, None).await
+    }
+
+    /// [`Ledger::cleanup`] that starts no removal after `deadline` and gives each one at most
+    /// the time left: what it did not reach stays in [`Ledger::pending`].
+    pub async fn cleanup_until(
+        &self,
+        owner: Option<usize>,
+        deadline: Option<Instant>,
+    ) -> Vec<String> {
         let mut failures = Vec::new();
         loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|left| left.is_zero()) {
+                break;
+            }
             let next = {
                 let entries = self.lock();
                 entries
@@ -160,37 +188,72 @@ impl Ledger {
                     .map(|at| (at, entries[at].1.clone()))
             };
             let Some((at, resource)) = next else { break };
-            match self.remove(&resource).await {
-                Ok(()) => {
-                    let mut entries = self.lock();
-                    if entries.get(at).is_some_and(|(_, r)| *r == resource) {
-                        entries.remove(at);
-                    }
-                }
-                Err(message) => {
-                    failures.push(format!("{resource}: {message}"));
-                    // Keep it out of this walk but remember it as a leak.
-                    let mut entries = self.lock();
-                    if entries.get(at).is_some_and(|(_, r)| *r == resource) {
-                        let (_, leaked) = entries.remove(at);
-                        self.leaked
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(leaked);
-                    }
-                }
+            let result = self.remove(&resource, left).await;
+            let mut entries = self.lock();
+            // Found again by value: a case may have changed the record meanwhile.
+            let now_at = match entries.get(at) {
+                Some((_, r)) if *r == resource => Some(at),
+                _ => entries.iter().rposition(|(_, r)| *r == resource),
+            };
+            let removed = now_at.map(|at| entries.remove(at).1);
+            drop(entries);
+            if let Err(message) = result {
+                failures.push(format!("{resource}: {message}"));
+                // Out of this walk, but remembered as a leak.
+                self.leaked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(removed);
             }
         }
         failures
     }
 
-    async fn remove(&self, resource: &Resource) -> Result<(), String> {
+    /// Everything recorded and not removed yet (newest first), and what failed to go.
+    pub fn pending(&self) -> Vec<String> {
+        let mut left: Vec<String> = self
+            .lock()
+            .iter()
+            .rev()
+            .map(|(_, r)| r.to_string())
+            .collect();
+        left.extend(
+            self.leaked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|r| format!("{r} (removal failed)")),
+        );
+        left
+    }
+
+    /// Removes one resource within its deadline (and within `left`, the cleanup's budget).
+    async fn remove(&self, resource: &Resource, left: Option<Duration>) -> Result<(), String> {
+        let cap = |limit: Duration| left.map_or(limit, |left| limit.min(left));
         if let Resource::Kube(object) = resource {
             let Some(kube) = &self.kube else {
                 return Err("no Kubernetes client to remove it with".into());
             };
-            return crate::k8s::remove(&kube.client, object, kube.delete_timeout).await;
+            let limit = cap(kube.delete_timeout);
+            // Each step of a removal has `limit`; the whole removal gets a few of them.
+            return match tokio::time::timeout(
+                limit * 4,
+                crate::k8s::remove(&kube.client, object, limit),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(format!("not removed within {:?}", limit * 4)),
+            };
         }
+        let limit = cap(self.call_timeout);
+        match tokio::time::timeout(limit, self.remove_csi(resource)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {limit:?} (harness timeout)")),
+        }
+    }
+
+    async fn remove_csi(&self, resource: &Resource) -> Result<(), String> {
         let Some(handles) = &self.csi else {
             return Err("no CSI endpoint to remove it with".into());
         };
@@ -279,5 +342,75 @@ pub struct CallTicket<'a> {
 impl Drop for CallTicket<'_> {
     fn drop(&mut self) {
         self.ledger.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::{KubeKind, KubeRef};
+    use crate::silent_driver::SilentDriver;
+
+    #[tokio::test]
+    async fn a_removal_against_a_driver_that_never_answers_ends_at_its_deadline() {
+        let driver = SilentDriver::start().await;
+        let ledger = driver.ledger(Duration::from_millis(300)).await;
+        ledger.record(0, Resource::Volume { id: "v-1".into() });
+        ledger.record(
+            0,
+            Resource::Staged {
+                volume_id: "v-1".into(),
+                staging_path: driver.dir().join("staging"),
+            },
+        );
+        let started = Instant::now();
+        let failures = ledger.cleanup(None).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(
+            failures
+                .iter()
+                .all(|f| f.contains("no answer within 300ms")),
+            "{failures:?}"
+        );
+        assert_eq!(ledger.leaks().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_kubernetes_deletion_against_an_api_server_that_never_answers_ends_at_its_deadline() {
+        // Accepts connections and never answers a request.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let config = kube::Config::new(format!("http://{address}").parse().unwrap());
+        let kube = KubeCleanup {
+            client: kube::Client::try_from(config).unwrap(),
+            delete_timeout: Duration::from_millis(300),
+        };
+        let ledger = Ledger::new(None, Some(kube), Default::default());
+        let claim = KubeRef {
+            kind: KubeKind::PersistentVolumeClaim,
+            namespace: Some("ns".into()),
+            name: "claim".into(),
+            uid: "uid-1".into(),
+        };
+        ledger.record(0, Resource::Kube(claim));
+        let started = Instant::now();
+        let failures = ledger
+            .cleanup_until(None, Some(Instant::now() + Duration::from_secs(60)))
+            .await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].contains("no answer within 300ms"),
+            "{failures:?}"
+        );
     }
 }

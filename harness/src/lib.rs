@@ -14,5 +14,7 @@ pub mod progress;
 pub mod rpc;
 pub mod runner;
 pub mod signals;
+#[cfg(test)]
+mod silent_driver;
 pub mod steps;
 pub mod target;

@@ -59,9 +59,9 @@ async fn volumes_of_namespace_gone(
     limit: Duration,
 ) -> Result<(), String> {
     let api: Api<PersistentVolume> = Api::all(client.clone());
-    let volumes = api
-        .list(&ListParams::default())
+    let volumes = tokio::time::timeout(limit, api.list(&ListParams::default()))
         .await
+        .map_err(|_| format!("list PersistentVolumes: no answer within {limit:?}"))?
         .map_err(|e| format!("list PersistentVolumes: {}", describe_kube_error(&e)))?;
     let ours: Vec<PersistentVolume> = volumes
         .items
@@ -85,10 +85,10 @@ async fn volumes_of_namespace_gone(
         let uid = pv.uid().unwrap_or_default();
         let gone = await_condition(api.clone(), &name, conditions::is_deleted(&uid));
         if !matches!(tokio::time::timeout(limit, gone).await, Ok(Ok(_))) {
-            let phase = api
-                .get_opt(&name)
+            let phase = tokio::time::timeout(limit, api.get_opt(&name))
                 .await
                 .ok()
+                .and_then(Result::ok)
                 .flatten()
                 .and_then(|pv| pv.status.and_then(|s| s.phase))
                 .unwrap_or_default();

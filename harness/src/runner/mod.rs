@@ -3,6 +3,7 @@
 //! the reporters, cleans up LIFO, takes a before/after inventory, tears the target down and
 //! writes the reports.
 
+mod interrupt;
 mod session;
 mod trials;
 
@@ -15,10 +16,9 @@ use libtest_mimic::{Arguments, Trial};
 use reports::{Collector, Outcome, Reporter, RunEvent, RunReport};
 
 use crate::context::{CaseCtx, RunSettings};
-use crate::ledger::Ledger;
 use crate::plan::Planned;
 use crate::profile::DriverProfile;
-use crate::target::{SharedCluster, Target, TargetError, TargetSpec};
+use crate::target::{Target, TargetError, TargetSpec};
 use trials::{Job, record, run_silently, run_trial};
 
 #[derive(Clone, Debug, Default)]
@@ -130,12 +130,17 @@ pub fn run(
             return Err(e);
         }
     };
-    install_interrupt_handler(
+    interrupt::install(
         &runtime,
-        session.ledger.clone(),
-        target.pid(),
-        work_dir.clone(),
-        target.local.clone(),
+        interrupt::Interrupt {
+            ledger: session.ledger.clone(),
+            driver_pid: target.pid(),
+            work_dir: work_dir.clone(),
+            local: target.local.clone(),
+            quiesce: interrupt::QUIESCE_LIMIT
+                .min(Duration::from_secs(options.profile.timeouts.rpc_secs)),
+            budget: interrupt::CLEANUP_BUDGET,
+        },
     );
     let events = Arc::new(Mutex::new(Events {
         collector: Collector::new(),
@@ -303,42 +308,6 @@ fn has_mounts_below(dir: &std::path::Path) -> bool {
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
         .any(|mount_point| mount_point.replace("\\040", " ").starts_with(&prefix))
-}
-
-/// SIGINT, SIGTERM or SIGHUP: no new calls, clean up everything the run created, stop an
-/// embedded driver or tear down the local cluster, then exit with 128 + the signal.
-fn install_interrupt_handler(
-    runtime: &tokio::runtime::Runtime,
-    ledger: Arc<Ledger>,
-    driver_pid: Option<u32>,
-    work_dir: PathBuf,
-    local: Option<SharedCluster>,
-) {
-    runtime.spawn(async move {
-        let signal = crate::signals::any().await;
-        eprintln!("csi-clone-conformance: {signal}; removing what this run created");
-        ledger.quiesce(Duration::from_secs(120)).await;
-        for failure in ledger.cleanup(None).await {
-            eprintln!("  could not remove {failure}");
-        }
-        if let Some(pid) = driver_pid.and_then(|pid| rustix::process::Pid::from_raw(pid as i32)) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            // Its state dir is ours; it goes once the driver is gone and nothing is mounted.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            if !has_mounts_below(&work_dir) {
-                let _ = std::fs::remove_dir_all(&work_dir);
-            }
-        }
-        if let Some(shared) = local {
-            eprintln!("csi-clone-conformance: tearing down the local cluster");
-            let mut guard = shared.lock().await;
-            if let Some(mut cluster) = guard.take() {
-                report_teardown(cluster.shutdown().await.problems().to_vec());
-            }
-            remove_empty_dirs(&work_dir);
-        }
-        std::process::exit(crate::signals::exit_code(signal));
-    });
 }
 
 /// Removes the sandbox bottom-up, directories only: a leftover file or a mount point that is

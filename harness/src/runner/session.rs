@@ -43,6 +43,7 @@ pub(super) fn ledger_for(target: &Target, options: &RunOptions) -> Ledger {
         cleanup,
         secrets,
     )
+    .with_call_timeout(Duration::from_secs(options.profile.timeouts.rpc_secs))
 }
 
 pub(super) async fn open(

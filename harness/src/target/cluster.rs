@@ -84,22 +84,40 @@ impl KubeConnection {
     }
 }
 
-/// Starts the local cluster; SIGINT, SIGTERM or SIGHUP during start-up tears it down again.
+/// How long the local cluster's tear-down may take before the run stops waiting for it (and
+/// says so): its own steps are bounded, this bounds the sum.
+pub const TEARDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Starts the local cluster; SIGINT, SIGTERM or SIGHUP during start-up tears it down again,
+/// and a second signal stops that tear-down at once (exit 128 + that signal).
 pub(super) async fn start_local(
     options: &Options,
 ) -> Result<(LocalCluster, KubeConnection), TargetError> {
     let started = std::time::Instant::now();
     let mut cluster = LocalCluster::prepare(options)?;
+    let mut signals = crate::signals::Signals::install();
+    let next_signal = async |signals: &mut Option<crate::signals::Signals>| match signals {
+        Some(signals) => signals.next().await,
+        None => std::future::pending().await,
+    };
     let outcome = tokio::select! {
         result = cluster.bring_up(options) => result.map_err(TargetError::from),
-        signal = crate::signals::any() => {
-            eprintln!("csi-clone-conformance: {signal} while starting the local cluster; tearing it down");
+        signal = next_signal(&mut signals) => {
+            eprintln!("csi-clone-conformance: {signal} while starting the local cluster; tearing it down (a second signal stops at once)");
             Err(TargetError::Interrupted)
         }
     };
     if let Err(e) = outcome {
-        for line in cluster.shutdown().await.problems() {
-            eprintln!("  tear-down: {line}");
+        let root = cluster.root().to_path_buf();
+        tokio::select! {
+            problems = tokio::time::timeout(TEARDOWN_LIMIT, cluster.shutdown()) => match problems {
+                Ok(report) => report.problems().iter().for_each(|line| eprintln!("  tear-down: {line}")),
+                Err(_) => eprintln!("  tear-down: not finished within {TEARDOWN_LIMIT:?}; the local cluster in {} may still run", root.display()),
+            },
+            signal = next_signal(&mut signals) => {
+                eprintln!("csi-clone-conformance: {signal} again; tear-down stopped: the local cluster in {} may still run (processes, mounts, sysctls)", root.display());
+                std::process::exit(crate::signals::exit_code(signal));
+            }
         }
         return Err(e);
     }
@@ -119,13 +137,19 @@ pub(super) async fn start_local(
     Ok((cluster, kube))
 }
 
-/// Tears the local cluster down (once: a second caller finds it gone).
+/// Tears the local cluster down (once: a second caller finds it gone), within
+/// [`TEARDOWN_LIMIT`].
 pub(super) async fn shutdown_local(shared: &SharedCluster) -> Vec<String> {
     let Some(mut cluster) = shared.lock().await.take() else {
         return Vec::new();
     };
     let started = std::time::Instant::now();
-    let report = cluster.shutdown().await;
+    let Ok(report) = tokio::time::timeout(TEARDOWN_LIMIT, cluster.shutdown()).await else {
+        return vec![format!(
+            "the local cluster's tear-down did not finish within {TEARDOWN_LIMIT:?}: the cluster in {} may still run",
+            cluster.root().display()
+        )];
+    };
     for step in &report.steps {
         tracing::debug!("tear-down: {step}");
     }

@@ -113,48 +113,68 @@ impl CsiTarget {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Stops a spawned driver (SIGTERM, then SIGKILL after 10 s); an endpoint is left running.
-    pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
+    /// Stops a spawned driver (SIGTERM, then SIGKILL to its process group after 10 s); an
+    /// endpoint is left running. Returns a problem if the driver is still there after that
+    /// (a process in D state survives SIGKILL): the run goes on rather than hang on it.
+    pub fn stop(&mut self) -> Option<String> {
+        let mut child = self.child.take()?;
+        let pid = rustix::process::Pid::from_child(&child);
         // SIGTERM first so the driver unmounts nothing half-way and removes its socket.
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_child(&child),
-            rustix::process::Signal::TERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        if exited_within(&mut child, STOP_GRACE) {
+            return None;
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        // Its own group (spawned with process_group(0)), unreaped so the id is still ours.
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        if exited_within(&mut child, STOP_GRACE) {
+            return None;
+        }
+        Some(format!(
+            "the embedded driver (pid {}) did not exit within {:?} of SIGKILL (stuck in the kernel?)",
+            child.id(),
+            STOP_GRACE
+        ))
     }
+}
+
+/// How long the driver gets after SIGTERM, and again after SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+fn exited_within(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 impl Drop for CsiTarget {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(problem) = self.stop() {
+            eprintln!("csi-clone-conformance: {problem}");
+        }
     }
 }
 
+/// How long one connect or Probe attempt may take (within the overall wait).
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Connects and calls Probe until it answers OK or `wait` is over; every attempt has a
+/// deadline, so a driver that accepts and never answers costs `wait`, not forever.
 async fn wait_for_probe(endpoint: &Endpoint, wait: Duration) -> Result<CsiClients, TargetError> {
-    let started = Instant::now();
+    let deadline = Instant::now() + wait;
     loop {
-        let last = match connect(endpoint).await {
-            Ok(mut clients) => match clients.identity.probe(csi_proto::v1::ProbeRequest {}).await {
-                Ok(_) => return Ok(clients),
-                Err(status) => format!("; last answer: {:?} {}", status.code(), status.message()),
-            },
-            Err(e) => format!(
-                "; last error: {}",
-                std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string())
-            ),
+        let left = deadline.saturating_duration_since(Instant::now());
+        let limit = ATTEMPT_LIMIT.min(left).max(Duration::from_millis(100));
+        let last = match tokio::time::timeout(limit, probe_once(endpoint)).await {
+            Ok(Ok(clients)) => return Ok(clients),
+            Ok(Err(last)) => last,
+            Err(_) => format!("; last attempt: no answer within {limit:?}"),
         };
-        if started.elapsed() >= wait {
+        if Instant::now() >= deadline {
             return Err(TargetError::Unreachable {
                 endpoint: endpoint.to_string(),
                 waited: wait,
@@ -162,5 +182,45 @@ async fn wait_for_probe(endpoint: &Endpoint, wait: Duration) -> Result<CsiClient
             });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn probe_once(endpoint: &Endpoint) -> Result<CsiClients, String> {
+    match connect(endpoint).await {
+        Ok(mut clients) => match clients.identity.probe(csi_proto::v1::ProbeRequest {}).await {
+            Ok(_) => Ok(clients),
+            Err(status) => Err(format!(
+                "; last answer: {:?} {}",
+                status.code(),
+                status.message()
+            )),
+        },
+        Err(e) => Err(format!(
+            "; last error: {}",
+            std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string())
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::silent_driver::SilentDriver;
+
+    #[tokio::test]
+    async fn probe_of_a_driver_that_never_answers_gives_up_in_time() {
+        let driver = SilentDriver::start().await;
+        let started = Instant::now();
+        let wait = Duration::from_millis(700);
+        let result = wait_for_probe(&driver.endpoint, wait).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        match result {
+            Err(TargetError::Unreachable { detail, .. }) => {
+                assert!(detail.contains("no answer within"), "{detail}")
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a silent driver answered Probe"),
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use csi_proto::transport::Endpoint;
 use local_cluster::{ClusterError, DriverCommand, LocalCluster};
 
-pub use cluster::KubeConnection;
+pub use cluster::{KubeConnection, TEARDOWN_LIMIT};
 pub use csi::{CsiTarget, find_reference_driver};
 
 #[derive(Clone, Debug)]
@@ -172,12 +172,15 @@ impl Target {
     /// Stops what the target started: the embedded driver, or the whole local cluster (then
     /// the host is as it was). Returns what could not be cleaned up.
     pub async fn shutdown(&mut self) -> Vec<String> {
-        if let Some(csi) = &mut self.csi {
-            csi.stop();
+        let mut problems: Vec<String> = self
+            .csi
+            .as_mut()
+            .and_then(CsiTarget::stop)
+            .into_iter()
+            .collect();
+        if let Some(shared) = &self.local {
+            problems.extend(cluster::shutdown_local(shared).await);
         }
-        match &self.local {
-            Some(shared) => cluster::shutdown_local(shared).await,
-            None => Vec::new(),
-        }
+        problems
     }
 }

@@ -9,14 +9,14 @@ repo="$(dirname "$here")"
 PEERS_BIN="${PEERS_BIN:-$HOME/.cache/csi-clone-conformance/bin}"
 DRIVER="${DRIVER:-$repo/target/debug/reference-driver}"
 OUT="${CSI_SANITY_OUT:-$repo/target/csi-sanity}"
-work="$(mktemp -d /var/tmp/csi-sanity.XXXXXX)"
-driver_pid=""
-
-cleanup() {
-    [[ -n "$driver_pid" ]] && kill "$driver_pid" 2>/dev/null && wait "$driver_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# Each lane's sockets, state, staging and target dirs live under the lane's own temp dir: the
+# EXIT trap (ci/lane-lib.sh) stops the driver by pid, unmounts and detaches what is below it.
+# shellcheck source=ci/lane-lib.sh
+source "$here/lane-lib.sh"
+lane_tmp csi-sanity
+work="$LANE_TMP"
+# One spec run may take minutes; a lane that hangs is stopped (and fails) after this long.
+SANITY_LIMIT="${SANITY_LIMIT:-900}"
 
 mkdir -p "$OUT"
 # lane  driver-args  access-type  volume-size
@@ -34,17 +34,32 @@ for lane in "${lanes[@]}"; do
     "$DRIVER" --endpoint "unix://$dir/csi.sock" --state-dir "$dir/state" --node-id sanity-node \
         $driver_args 2>"$OUT/$name-driver.log" &
     driver_pid=$!
-    for _ in $(seq 100); do [[ -S "$dir/csi.sock" ]] && break; sleep 0.1; done
+    lane_track "$driver_pid"
+    for _ in $(seq 100); do
+        [[ -S "$dir/csi.sock" ]] && break
+        kill -0 "$driver_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ ! -S "$dir/csi.sock" ]]; then
+        echo "csi-sanity $name: the driver did not open its socket within 10 s; its log:" >&2
+        tail -n 20 "$OUT/$name-driver.log" >&2
+        exit 1
+    fi
     set +e
-    (cd "$dir" && "$PEERS_BIN/csi-sanity" --csi.endpoint "$dir/csi.sock" \
+    (cd "$dir" && timeout -k 30 "$SANITY_LIMIT" "$PEERS_BIN/csi-sanity" --csi.endpoint "$dir/csi.sock" \
         --csi.testvolumeaccesstype "$access" --csi.testvolumesize "$size" \
         --csi.mountdir "$dir/mnt" --csi.stagingdir "$dir/staging" \
         --ginkgo.no-color --ginkgo.junit-report "$OUT/$name-junit.xml" \
         --ginkgo.json-report "$OUT/$name.json" >"$OUT/$name.log" 2>&1)
     rc=$?
     set -e
-    kill "$driver_pid" && wait "$driver_pid" || true
-    driver_pid=""
+    if ((rc == 124 || rc == 137)); then
+        echo "csi-sanity $name: TIMED OUT after ${SANITY_LIMIT}s (csi-sanity stopped)" >&2
+    fi
+    # The driver was started by this loop: stopped by its pid, then what it left is undone.
+    lane_stop "${LANE_PIDS[-1]}" 30
+    lane_unmount_under "$dir"
+    lane_detach_loops_under "$dir"
     echo "csi-sanity $name: $(tail -n 1 "$OUT/$name.log")"
     if ((rc != 0)); then
         grep '\[FAIL\]' "$OUT/$name.log" || true

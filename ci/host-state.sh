@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Prints what a local-cluster run may change on the host, one fact per line, so CI can diff the
 # state before and after a run: the sysctls the kubelet sets, mounts, loop devices, the host
-# paths the stack creates, and processes of the stack's binaries.
+# paths the stack creates, and processes of the stack's binaries. Also any block filesystem
+# found frozen (it is thawed) and any process stuck in D state: those lines carry a time
+# stamp, so a before/after diff that meets one always fails. Nothing else varies between two
+# reports on an unchanged host.
 set -u
+here="$(cd "$(dirname "$0")" && pwd)"
 for key in vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops \
     kernel/keys/root_maxkeys kernel/keys/root_maxbytes; do
     echo "sysctl $key=$(cat "/proc/sys/$key" 2>/dev/null)"
@@ -23,4 +27,6 @@ for exe in /proc/[0-9]*/exe; do
     "$cache"/* | */reference-driver) echo "process $target" ;;
     esac
 done | sort -u
+timeout 30 python3 "$here/freeze-watchdog.py" check ||
+    echo "host-state: the freeze check did not finish ($(date -u +%FT%TZ))"
 exit 0

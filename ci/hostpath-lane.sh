@@ -21,35 +21,15 @@ if [[ -z "${HOSTPATH_BIN:-}" ]]; then
 fi
 (cd "$repo" && cargo build -q -p suites)
 
-tmp="$(mktemp -d /var/tmp/hostpath-lane.XXXXXX)"
-driver_pid=""
-
-# Undo only what lives under $tmp: mounts (deepest first), loop devices backed by files
-# under $tmp (also those whose file is already deleted), then the directory itself.
-cleanup() {
-    if [[ -n "$driver_pid" ]]; then
-        kill "$driver_pid" 2>/dev/null || true
-        wait "$driver_pid" 2>/dev/null || true
-        driver_pid=""
-    fi
-    local mnt dev back
-    while read -r mnt; do
-        umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
-    done < <(awk -v p="$tmp/" 'index($2, p) == 1 { print length($2) "\t" $2 }' /proc/self/mounts \
-        | sort -rn | cut -f2-)
-    if [[ -d "$tmp/state" ]]; then
-        while IFS= read -r -d '' back; do
-            losetup -j "$back" -O NAME -n 2>/dev/null | while read -r dev; do
-                losetup -d "$dev" 2>/dev/null || true
-            done
-        done < <(find "$tmp/state" -type f -print0 2>/dev/null)
-    fi
-    while read -r dev back; do
-        [[ "$back" == "$tmp/"* ]] && losetup -d "$dev" 2>/dev/null || true
-    done < <(losetup -l -n -O NAME,BACK-FILE 2>/dev/null)
-    rm -rf --one-file-system "$tmp"
-}
-trap cleanup EXIT
+# Everything the driver and the harness create lives under the lane's own temp dir: the EXIT
+# trap (ci/lane-lib.sh) stops the driver by pid, unmounts what is mounted below the dir,
+# detaches loop devices backed by files below it, then removes it without crossing a mount.
+# shellcheck source=ci/lane-lib.sh
+source "$here/lane-lib.sh"
+lane_tmp hostpath-lane
+tmp="$LANE_TMP"
+# The whole harness run against hostpath; a hang is stopped and fails the lane.
+HOSTPATH_LIMIT="${HOSTPATH_LIMIT:-1200}"
 
 mkdir -p "$OUT" "$tmp/state" "$tmp/work"
 rm -f "$OUT"/junit.xml "$OUT"/summary.json "$OUT"/summary.md
@@ -58,6 +38,7 @@ echo "hostpath lane: $("$HOSTPATH_BIN" --version 2>&1 | head -n 1)"
     --statedir "$tmp/state" --drivername hostpath.csi.k8s.io --v 4 \
     >"$OUT/driver.log" 2>&1 &
 driver_pid=$!
+lane_track "$driver_pid"
 for _ in $(seq 200); do
     [[ -S "$tmp/hostpath.sock" ]] && break
     kill -0 "$driver_pid" 2>/dev/null || break
@@ -70,15 +51,13 @@ if [[ ! -S "$tmp/hostpath.sock" ]]; then
 fi
 
 set +e
-"$HARNESS" run --endpoint "unix://$tmp/hostpath.sock" --profile "$PROFILE" \
+timeout -k 60 "$HOSTPATH_LIMIT" "$HARNESS" run --endpoint "unix://$tmp/hostpath.sock" --profile "$PROFILE" \
     --junit "$OUT/junit.xml" --json "$OUT/summary.json" --markdown "$OUT/summary.md" \
     --seed 1 --work-dir "$tmp/work" -q >"$OUT/harness.log" 2>&1
 rc=$?
 set -e
+((rc == 124 || rc == 137)) && echo "hostpath lane: the harness TIMED OUT after ${HOSTPATH_LIMIT}s" >&2
 tail -n 5 "$OUT/harness.log"
-
-kill "$driver_pid" 2>/dev/null || true
-wait "$driver_pid" 2>/dev/null || true
-driver_pid=""
+lane_stop "${LANE_PIDS[0]}" 30
 
 python3 "$here/hostpath-lane-check.py" "$OUT/summary.json" "$EXPECTATIONS" "$rc"

@@ -2,9 +2,14 @@
 # Proof that the Kubernetes cases can fail: the local cluster runs the reference driver with a
 # deliberate fault (reference-driver --fault), and each case listed for the fault must fail
 # (exit 101, the case a failure in the JUnit). Every k8s_clone case is listed under at least
-# one fault. The host is compared before and after, as in the clean lane.
+# one fault. The host is compared before and after, as in the clean lane. Each run's work dir
+# is under the lane's own temp dir, which the EXIT trap (ci/lane-lib.sh) restores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=ci/lane-lib.sh
+source ci/lane-lib.sh
+lane_tmp csi-clone-local-cluster-faults cc-lcf
+LANE_STOP_GRACE=100
 
 out="target/csi-clone/local-cluster-faults"
 mkdir -p "$out"
@@ -28,14 +33,17 @@ declare -A KILLS=(
 
 bash ci/host-state.sh >"$out/host-before.txt"
 failed=0
+n=0
 for fault in "${!KILLS[@]}"; do
+    n=$((n + 1))
     cases=()
     for id in ${KILLS[$fault]}; do cases+=("k8s_clone::$id"); done
     status=0
-    "$bin" run -q --local-cluster --k8s-bin "$k8s_bin" --profile "$profile" \
+    lane_run "$out/$fault.log" "$bin" run -q --local-cluster --k8s-bin "$k8s_bin" \
+        --profile "$profile" --work-dir "$LANE_TMP/f$n" \
         --driver-arg="--fault=$fault" --exact "${cases[@]}" \
         --junit "$out/$fault.xml" --json "$out/$fault.json" --markdown "$out/$fault.md" \
-        >"$out/$fault.log" 2>&1 || status=$?
+        >/dev/null || status=$?
     if ! python3 - "$out/$fault.xml" "$status" "${cases[@]}" <<'EOF'; then
 import sys
 import xml.etree.ElementTree as ET

@@ -2,9 +2,16 @@
 # The Kubernetes lane: `run --local-cluster` with the default (reference) driver, its JUnit
 # checked, and the host compared before and after (ci/host-state.sh: sysctls, mounts, loop
 # devices, host paths, processes). Prints the lane's wall time and the stack's peak memory.
-# Expects a release build and the peers from ci/install-k8s.sh.
+# Expects a release build and the peers from ci/install-k8s.sh. The run's work dir is the
+# lane's own temp dir: the EXIT trap (ci/lane-lib.sh) stops what the lane started by pid and
+# unmounts and detaches only what lies under that dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=ci/lane-lib.sh
+source ci/lane-lib.sh
+lane_tmp csi-clone-local-cluster-lane cc-lcl
+# The harness's own tear-down of the cluster gets this long after a signal.
+LANE_STOP_GRACE=100
 
 out="target/csi-clone/local-cluster"
 mkdir -p "$out"
@@ -17,7 +24,8 @@ bash ci/host-state.sh >"$out/host-before.txt"
 # cache or the release dir, sampled each second.
 sample_memory() {
     local cache="${CSI_CLONE_CACHE:-$HOME/.cache/csi-clone-conformance}" peak=0 total
-    while :; do
+    local until=$((SECONDS + 3600)) # stopped by the lane long before; never outlives it by much
+    while ((SECONDS < until)); do
         total=0
         for pid in /proc/[0-9]*; do
             exe="$(readlink "$pid/exe" 2>/dev/null)" || continue
@@ -34,15 +42,15 @@ sample_memory() {
 }
 sample_memory &
 sampler=$!
-trap 'kill "$sampler" 2>/dev/null || true' EXIT
+lane_track "$sampler"
 
 started=$SECONDS
 status=0
-"$bin" run --local-cluster --k8s-bin "$k8s_bin" \
+lane_run "$out/run.log" "$bin" run --local-cluster --k8s-bin "$k8s_bin" --work-dir "$LANE_TMP" \
     --junit "$out/junit.xml" --json "$out/summary.json" --markdown "$out/summary.md" \
-    k8s_ 2>&1 | tee "$out/run.log" || status=$?
+    k8s_ || status=$?
 elapsed=$((SECONDS - started))
-kill "$sampler" 2>/dev/null || true
+lane_stop "${LANE_PIDS[0]}" 5
 
 bash ci/host-state.sh >"$out/host-after.txt"
 if ! diff -u "$out/host-before.txt" "$out/host-after.txt"; then

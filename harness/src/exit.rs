@@ -17,7 +17,9 @@ pub const NOTHING_SELECTED: i32 = 5;
 pub const HARNESS_ERROR: i32 = 6;
 /// At least one conformance failure (or a leak): the libtest convention.
 pub const FAILURES: i32 = 101;
-/// Interrupted by SIGINT (Ctrl-C) after cleaning up; SIGHUP gives 129 and SIGTERM 143.
+/// Interrupted by SIGINT (Ctrl-C) after cleaning up; SIGHUP gives 129 and SIGTERM 143. A
+/// second signal during the cleanup exits at once with the code of that signal, after
+/// printing what is left (docs/harness.md, "Deadlines and signals").
 pub const INTERRUPTED: i32 = 130;
 
 /// The exit code a finished run deserves.

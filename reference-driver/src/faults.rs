@@ -173,16 +173,23 @@ pub fn first_hole(path: &Path) -> Result<u64, StorageError> {
     Ok(hole)
 }
 
-/// Zeroes a volume image in place, keeping its length (its data is gone).
+/// Replaces a volume image with zeros of the same length (its data is gone). A new file is
+/// renamed over the old one rather than zeroing it in place: a loop device, and a filesystem
+/// mounted from it, keep the old file whole, so the damage shows at the next stage and never
+/// under a live mount (where the kernel would meet a filesystem changing beneath it).
 pub fn zero_image(path: &Path) -> Result<(), StorageError> {
+    let len = std::fs::metadata(path).map_err(io("stat", path))?.len();
+    let fresh = path.with_extension("zeroed");
     let file = OpenOptions::new()
         .write(true)
-        .open(path)
-        .map_err(io("open", path))?;
-    let len = file.metadata().map_err(io("stat", path))?.len();
-    file.set_len(0).map_err(io("truncate", path))?;
-    file.set_len(len).map_err(io("truncate", path))?;
-    file.sync_all().map_err(io("fsync", path))
+        .create(true)
+        .truncate(true)
+        .open(&fresh)
+        .map_err(io("create", &fresh))?;
+    file.set_len(len).map_err(io("truncate", &fresh))?;
+    file.sync_all().map_err(io("fsync", &fresh))?;
+    std::fs::rename(&fresh, path).map_err(io("rename", &fresh))?;
+    storage::fsync_parent(path)
 }
 
 /// Mounts a copied image and strips what a naive file copy loses: symlinks and modes.

@@ -1,20 +1,23 @@
 //! Bring-up and tear-down of the whole stack, in dependency order. Every step that starts a
-//! process records it at once, so a failure (or a signal) at any point tears down exactly
-//! what was started, and the host snapshot taken first is always restored.
+//! process records it at once, in memory and in the run's record on disk, so a failure (or a
+//! signal) at any point tears down exactly what was started, a SIGKILL leaves what a later run
+//! needs to do the same, and the host snapshot taken first is always restored.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
 
 use crate::bins::{Binaries, POD_IMAGE};
-use crate::host::{self, HostSnapshot};
+use crate::host::{self, Adopter, LiveRecord, Registry};
 use crate::layout::Layout;
 use crate::pki::Pki;
 use crate::process::{Process, Spec, free_port};
 use crate::registration::RegistrarHandle;
-use crate::{ClusterError, components, teardown};
+use crate::teardown::{self, Remains, TeardownReport};
+use crate::{ClusterError, claim, components};
 
 /// The node's name; it resolves to 127.0.0.1, which is how the API server reaches the kubelet
 /// (the kubelet refuses a loopback node IP, but a host name is fine).
@@ -87,12 +90,15 @@ pub struct LocalCluster {
     pub info: ClusterInfo,
     pub(crate) layout: Layout,
     pub(crate) bins: Binaries,
-    pub(crate) snapshot: Option<HostSnapshot>,
+    /// The run's record (host snapshot, started processes), saved in the registry.
+    record: Arc<LiveRecord>,
+    /// Records the shims containerd detaches; taken at tear-down.
+    adopter: Option<Adopter>,
     /// Started processes, in start order (stopped in reverse).
-    pub(crate) processes: Vec<Process>,
-    pub(crate) registrar: Option<RegistrarHandle>,
-    pub(crate) client: Option<Client>,
-    pub(crate) down: bool,
+    processes: Vec<Process>,
+    registrar: Option<RegistrarHandle>,
+    client: Option<Client>,
+    down: bool,
 }
 
 impl LocalCluster {
@@ -111,7 +117,8 @@ impl LocalCluster {
         }
     }
 
-    /// Checks the binaries, lays out the run directory and snapshots the host. Starts nothing.
+    /// Checks the binaries, cleans up after earlier runs that were killed (see `claim`), lays
+    /// out the run directory, snapshots the host and records the run. Starts no component.
     pub fn prepare(options: &Options) -> Result<LocalCluster, ClusterError> {
         if !rustix::process::geteuid().is_root() {
             return Err(ClusterError::setup(
@@ -121,16 +128,9 @@ impl LocalCluster {
         }
         let bins = Binaries::find(&options.k8s_bin)?;
         let layout = Layout::new(&options.root)?;
-        std::fs::create_dir_all(&layout.root)
-            .map_err(|e| ClusterError::io("create", &layout.root, e))?;
-        let snapshot = HostSnapshot::take(&layout.root)
-            .map_err(|e| ClusterError::setup("snapshot the host's state", e))?;
-        // Saved first, so a harness that is SIGKILLed leaves the way back on disk.
-        snapshot
-            .save(&layout.root.join("host-snapshot.json"))
-            .map_err(|e| ClusterError::setup("save the host snapshot", e))?;
-        layout.create_dirs()?;
-        Ok(LocalCluster {
+        // Saved before anything of the run exists, so a SIGKILLed harness leaves the way back.
+        let record = claim::claim_host(&layout.root, &Registry::system())?;
+        let cluster = LocalCluster {
             info: ClusterInfo {
                 node_name: NODE_NAME.to_string(),
                 driver_endpoint: layout.driver_socket.clone(),
@@ -140,12 +140,16 @@ impl LocalCluster {
             },
             layout,
             bins,
-            snapshot: Some(snapshot),
+            adopter: Some(Adopter::start(record.clone())),
+            record,
             processes: Vec::new(),
             registrar: None,
             client: None,
             down: false,
-        })
+        };
+        // From here on a failure tears down (Drop) what exists, the record included.
+        cluster.layout.create_dirs()?;
+        Ok(cluster)
     }
 
     /// Starts the stack step by step; safe to abandon at any await (tear down afterwards).
@@ -157,12 +161,16 @@ impl LocalCluster {
         let client = self.client.clone().expect("set by start_apiserver");
         self.start_controllers(&pki, &server, limit).await?;
         self.start_node(&pki, &server, &client, limit).await?;
-        components::apply_snapshot_crds(self, &client, limit).await?;
+        components::apply_snapshot_crds(&self.bins, &client, limit).await?;
         let driver = self.start_driver(options, limit).await?;
         self.info.driver_name = driver.clone();
         crate::objects::create_csi_driver(&client, &driver).await?;
         self.register_driver(&driver, limit).await?;
-        components::start_sidecars(self, &client, &server, &pki).await?;
+        let sidecars =
+            components::sidecars(&self.bins, &self.layout, &client, &server, &pki).await?;
+        for (name, binary, args) in sidecars {
+            self.spawn(name, binary, args)?;
+        }
         tracing::info!(driver, "local cluster ready");
         Ok(())
     }
@@ -199,7 +207,11 @@ impl LocalCluster {
             env,
             logs: &self.layout.logs,
         })?;
+        let id = process.id;
         self.processes.push(process);
+        self.record
+            .add(name, id)
+            .map_err(|e| ClusterError::setup(format!("record {name} in the run record"), e))?;
         Ok(self.processes.len() - 1)
     }
 
@@ -376,23 +388,43 @@ impl LocalCluster {
     }
 
     /// Tears everything down and restores the host; see `teardown`.
-    pub async fn shutdown(&mut self) -> teardown::TeardownReport {
-        teardown::shutdown(self).await
+    pub async fn shutdown(&mut self) -> TeardownReport {
+        if self.down {
+            return TeardownReport::default();
+        }
+        let mut report = match self.client.clone() {
+            Some(client) => teardown::drain(&client).await,
+            None => TeardownReport::default(),
+        };
+        report.extend(self.stop_and_sweep());
+        report
+    }
+
+    /// The process phase of the tear-down; synchronous, so `Drop` can use it too.
+    fn stop_and_sweep(&mut self) -> TeardownReport {
+        self.down = true;
+        // Removing the registration socket deregisters the driver before the kubelet goes.
+        self.registrar = None;
+        self.client = None;
+        teardown::stop_and_sweep(Remains {
+            processes: &mut self.processes,
+            record: Some(&self.record),
+            adopter: self.adopter.take(),
+            root: &self.layout.root,
+        })
     }
 
     /// What is left of the run on the host (empty after a clean tear-down).
     pub fn leftovers(&self) -> Vec<String> {
-        match &self.snapshot {
-            Some(snapshot) => host::leftovers(&self.layout.root, snapshot),
-            None => Vec::new(),
-        }
+        let run = self.record.get();
+        host::leftovers(&self.layout.root, &run.process_ids(), &run.snapshot)
     }
 }
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         if !self.down {
-            for line in teardown::stop_and_sweep(self).problems() {
+            for line in self.stop_and_sweep().problems() {
                 tracing::warn!("tear-down: {line}");
             }
         }

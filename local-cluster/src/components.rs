@@ -11,7 +11,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::ClusterError;
 use crate::bins::Binaries;
-use crate::cluster::LocalCluster;
 use crate::layout::Layout;
 use crate::objects::{apply_crds, apply_rbac, service_account_token};
 use crate::pki::Pki;
@@ -236,23 +235,28 @@ pub(crate) async fn import_images(
 }
 
 pub(crate) async fn apply_snapshot_crds(
-    cluster: &LocalCluster,
+    bins: &Binaries,
     client: &Client,
     limit: Duration,
 ) -> Result<(), ClusterError> {
     // snapshot-controller waits forever unless all of them (group snapshots too) exist, and
     // csi-provisioner looks for them only when it starts: before both.
-    apply_crds(client, &cluster.bins.crd_files()?, limit).await
+    apply_crds(client, &bins.crd_files()?, limit).await
 }
 
-/// The sidecars, each with its upstream RBAC and a token of its own service account.
-pub(crate) async fn start_sidecars(
-    cluster: &mut LocalCluster,
+/// A process to start: component name, binary, arguments.
+pub(crate) type Command = (&'static str, PathBuf, Vec<String>);
+
+/// The sidecars' commands, each with its upstream RBAC applied and a kubeconfig holding a
+/// token of its own service account.
+pub(crate) async fn sidecars(
+    bins: &Binaries,
+    layout: &Layout,
     client: &Client,
     server: &str,
     pki: &Pki,
-) -> Result<(), ClusterError> {
-    let csi = format!("--csi-address={}", cluster.layout.driver_socket.display());
+) -> Result<Vec<Command>, ClusterError> {
+    let csi = format!("--csi-address={}", layout.driver_socket.display());
     let sidecars: [(&str, Vec<String>); 4] = [
         (
             "csi-provisioner",
@@ -287,8 +291,9 @@ pub(crate) async fn start_sidecars(
             vec!["--leader-election=false".into(), "--v=3".into()],
         ),
     ];
+    let mut commands = Vec::new();
     for (name, mut args) in sidecars {
-        let rbac = cluster.bins.path(&format!("rbac/{name}.yaml"));
+        let rbac = bins.path(&format!("rbac/{name}.yaml"));
         let accounts = apply_rbac(client, &rbac).await?;
         let account = accounts.first().ok_or_else(|| {
             ClusterError::setup(
@@ -297,12 +302,9 @@ pub(crate) async fn start_sidecars(
             )
         })?;
         let token = service_account_token(client, account).await?;
-        let kubeconfig = cluster
-            .layout
-            .token_kubeconfig(name, server, &pki.ca.cert, &token)?;
+        let kubeconfig = layout.token_kubeconfig(name, server, &pki.ca.cert, &token)?;
         args.push(format!("--kubeconfig={}", kubeconfig.display()));
-        let binary = cluster.bins.path(name);
-        cluster.spawn(name, binary, args)?;
+        commands.push((name, bins.path(name), args));
     }
-    Ok(())
+    Ok(commands)
 }

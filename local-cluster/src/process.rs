@@ -1,5 +1,6 @@
 //! The cluster's processes: each in its own process group (a terminal's Ctrl-C reaches only the
-//! harness, which tears down in order), its output in a log file, stopped by pid.
+//! harness, which tears down in order), its output in a log file, named by pid and start time
+//! from the moment it is spawned, stopped by pid with every wait bounded.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -7,13 +8,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::ClusterError;
+use crate::host::ProcessId;
 
 /// Readiness is polled at this interval: processes offer no watch.
 const POLL: Duration = Duration::from_millis(100);
+/// After SIGKILL, how long to wait for the exit before reporting the process and going on: one
+/// in D state (waiting on a device or a filesystem) cannot be reaped at all.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Process {
     pub name: String,
     pub log: PathBuf,
+    /// Read while the child is unreaped, so the pid cannot have been reused.
+    pub id: ProcessId,
     child: Child,
 }
 
@@ -48,9 +55,13 @@ impl Process {
                 binary: spec.binary.clone(),
                 source,
             })?;
+        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        // An unreaped child, even a zombie, keeps its /proc entry.
+        let id = ProcessId::of(pid).unwrap_or(ProcessId { pid, start: 0 });
         Ok(Process {
             name: spec.name.to_string(),
             log,
+            id,
             child,
         })
     }
@@ -107,23 +118,38 @@ impl Process {
         }
     }
 
-    /// SIGTERM, then SIGKILL after `grace`; waits for the exit. Returns how it ended.
-    pub fn stop(&mut self, grace: Duration) -> String {
+    /// SIGTERM, then SIGKILL after `grace`, then at most [`KILL_WAIT`] for the exit. `Ok` says
+    /// how it ended; `Err` names a process that would not go (with its state and command line).
+    pub fn stop(&mut self, grace: Duration) -> Result<String, String> {
         if let Ok(Some(status)) = self.child.try_wait() {
-            return format!("had exited ({status})");
+            return Ok(format!("had exited ({status})"));
         }
         signal(self.pid(), rustix::process::Signal::TERM);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return format!("stopped ({status})");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(status) = self.wait_for(grace) {
+            return Ok(format!("stopped ({status})"));
         }
         let _ = self.child.kill();
-        match self.child.wait() {
-            Ok(status) => format!("killed after {grace:?} ({status})"),
-            Err(e) => format!("killed, wait failed: {e}"),
+        match self.wait_for(KILL_WAIT) {
+            Some(status) => Ok(format!("killed after {grace:?} ({status})")),
+            None => Err(format!(
+                "{} is still there {KILL_WAIT:?} after SIGKILL: {}",
+                self.name,
+                self.id.describe()
+            )),
+        }
+    }
+
+    /// Polls for the exit for up to `limit`.
+    fn wait_for(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => return None,
+            }
         }
     }
 }
@@ -186,7 +212,8 @@ mod tests {
             logs: dir.path(),
         })
         .unwrap();
-        let how = p.stop(Duration::from_secs(5));
+        let how = p.stop(Duration::from_secs(5)).expect("stopped");
         assert!(how.starts_with("stopped"), "{how}");
+        assert!(!p.id.is_alive());
     }
 }

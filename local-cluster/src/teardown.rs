@@ -1,8 +1,11 @@
 //! Tear-down: first through the API (pods, snapshots, claims, volumes, so the kubelet unmounts
 //! and the driver deletes what it made), then every process by pid in reverse start order,
-//! then a sweep of whatever is left below the run directory, then the host snapshot restored.
-//! Every wait is bounded; what could not be done is reported, never hidden.
+//! then a sweep of whatever of the run is left (recorded processes and their descendants,
+//! mounts and loop devices of the run directory), then the host snapshot restored, whatever
+//! the steps before managed. Every wait is bounded; what could not be done is reported, never
+//! hidden, and the run's record is kept so that a later run or `local-cluster clean` retries.
 
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
@@ -11,11 +14,13 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::cluster::LocalCluster;
-use crate::host;
+use crate::host::{self, Adopter, LiveRecord};
+use crate::process::Process;
 
-/// How long the API phase may take in all, per object kind.
+/// How long each kind's deletions may take in the API phase.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+/// How long the whole API phase may take.
+const DRAIN_TOTAL: Duration = Duration::from_secs(150);
 /// SIGTERM grace per process.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -34,19 +39,24 @@ impl TeardownReport {
     fn problem(&mut self, line: impl Into<String>) {
         self.problems.push(line.into());
     }
+
+    pub(crate) fn extend(&mut self, other: TeardownReport) {
+        self.steps.extend(other.steps);
+        self.problems.extend(other.problems);
+    }
 }
 
-pub(crate) async fn shutdown(cluster: &mut LocalCluster) -> TeardownReport {
+/// The API phase, bounded as a whole by [`DRAIN_TOTAL`].
+pub(crate) async fn drain(client: &Client) -> TeardownReport {
     let mut report = TeardownReport::default();
-    if cluster.down {
-        return report;
+    if tokio::time::timeout(DRAIN_TOTAL, drain_api(client, &mut report))
+        .await
+        .is_err()
+    {
+        report.problem(format!(
+            "the API phase did not finish within {DRAIN_TOTAL:?}; going on with the processes"
+        ));
     }
-    if let Some(client) = cluster.client.clone() {
-        drain_api(&client, &mut report).await;
-    }
-    let rest = stop_and_sweep(cluster);
-    report.steps.extend(rest.steps);
-    report.problems.extend(rest.problems);
     report
 }
 
@@ -97,11 +107,19 @@ async fn drain_any<K>(
             object.uid().unwrap_or_default(),
         );
         let api = api_for(client.clone(), ns.as_deref());
-        if let Err(e) = api.delete(&name, &params).await
-            && !matches!(&e, kube::Error::Api(s) if s.code == 404)
-        {
-            report.problem(format!("delete {kind} {name}: {e}"));
-            continue;
+        match tokio::time::timeout(DRAIN_LIMIT, api.delete(&name, &params)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(kube::Error::Api(s))) if s.code == 404 => {}
+            Ok(Err(e)) => {
+                report.problem(format!("delete {kind} {name}: {e}"));
+                continue;
+            }
+            Err(_) => {
+                report.problem(format!(
+                    "delete {kind} {name}: no answer within {DRAIN_LIMIT:?}"
+                ));
+                continue;
+            }
         }
         waits.push(async move {
             let result = {
@@ -125,36 +143,76 @@ async fn drain_any<K>(
     }
 }
 
-/// Stops every process (reverse start order), sweeps the run directory, restores the host and
-/// removes the run directory. Synchronous, so `Drop` can use it too.
-pub(crate) fn stop_and_sweep(cluster: &mut LocalCluster) -> TeardownReport {
+/// What of the run the process phase works from.
+pub(crate) struct Remains<'a> {
+    /// Started processes, in start order (stopped in reverse, and taken).
+    pub processes: &'a mut Vec<Process>,
+    pub record: Option<&'a LiveRecord>,
+    pub adopter: Option<Adopter>,
+    pub root: &'a Path,
+}
+
+/// Stops every process (reverse start order), sweeps the run, restores the host and removes
+/// the run directory and the run's record. Synchronous, so `Drop` can use it too.
+pub(crate) fn stop_and_sweep(mut remains: Remains<'_>) -> TeardownReport {
     let mut report = TeardownReport::default();
-    cluster.down = true;
-    // Removing the registration socket deregisters the driver before the kubelet goes.
-    cluster.registrar = None;
-    cluster.client = None;
-    while let Some(mut process) = cluster.processes.pop() {
-        let how = process.stop(STOP_GRACE);
-        report
-            .steps
-            .push(format!("{} (pid {}) {how}", process.name, process.pid()));
+    if let Some(adopter) = &remains.adopter {
+        adopter.scan_now();
     }
-    let root = cluster.layout.root.clone();
-    let sweep = host::sweep(&root);
+    while let Some(mut process) = remains.processes.pop() {
+        match process.stop(STOP_GRACE) {
+            Ok(how) => report
+                .steps
+                .push(format!("{} (pid {}) {how}", process.name, process.pid())),
+            Err(problem) => report.problem(problem),
+        }
+    }
+    if let Some(mut adopter) = remains.adopter.take() {
+        adopter.scan_now();
+        adopter.stop();
+    }
+    let Some(record) = remains.record else {
+        return report;
+    };
+    let run = record.get();
+    let owned = run.process_ids();
+    let sweep = host::sweep(remains.root, &owned);
     report.steps.extend(sweep.done());
     report.problems.extend(sweep.failures());
-    if let Some(snapshot) = &cluster.snapshot {
-        let restore = snapshot.restore();
-        report.steps.extend(restore.done());
-        report.problems.extend(restore.failures());
-        report.problems.extend(host::leftovers(&root, snapshot));
+    let restore = run.snapshot.restore();
+    report.steps.extend(restore.done());
+    report.problems.extend(restore.failures());
+    report
+        .problems
+        .extend(host::leftovers(remains.root, &owned, &run.snapshot));
+    finish(remains.root, record, &mut report);
+    report
+}
+
+/// Removes the run directory and then the record, only when nothing is left to retry.
+fn finish(root: &Path, record: &LiveRecord, report: &mut TeardownReport) {
+    if report.problems.is_empty()
+        && let Err(e) = remove_root(root)
+    {
+        report.problem(format!("remove {}: {e}", root.display()));
     }
     if report.problems.is_empty() {
-        if let Err(e) = std::fs::remove_dir_all(&root) {
-            report.problem(format!("remove {}: {e}", root.display()));
+        if let Err(e) = record.remove() {
+            report.problem(format!("remove the run record: {e}"));
         }
     } else {
-        report.problem(format!("kept {} to look at", root.display()));
+        report.problem(format!(
+            "kept {} to look at, and the run record {} so that the next run (or \
+             `csi-clone-conformance local-cluster clean`) finishes the clean-up",
+            root.display(),
+            record.path().display()
+        ));
     }
-    report
+}
+
+fn remove_root(root: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        _ => host::remove_tree(root),
+    }
 }

@@ -1,26 +1,49 @@
 //! Loop devices of the run: those whose backing file (as /sys/block/loopN/loop/backing_file
-//! shows it) is at or below the run directory. Before a device is detached, every mount of it —
-//! anywhere, since a driver may mount it outside the run directory — is unmounted, or the
-//! kernel would only mark it for detaching once released.
+//! shows it) is at or below the run directory, proven by device and inode: the file that path
+//! names now must be the one the device is bound to (LOOP_GET_STATUS64), or, for a backing file
+//! already deleted, the device's file must have lived on the run directory's filesystem. A name
+//! alone is never enough. Before a device is detached, every mount of it — anywhere, since a
+//! driver may mount it outside the run directory — is unmounted, or the kernel would only mark
+//! it for detaching once released.
 
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::SweepOptions;
 use super::mountinfo::{self, Mount};
 use super::mounts;
+use super::options::SweepOptions;
 use super::paths::{RunDir, shown_path};
 use super::report::{DetachedLoop, SweepReport};
 
 const SYS_BLOCK: &str = "/sys/block";
 
-/// `LOOP_CLR_FD` from linux/loop.h (not in the libc crate).
+/// `LOOP_CLR_FD` and `LOOP_GET_STATUS64` from linux/loop.h (not in the libc crate).
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
+
+/// `struct loop_info64` from linux/loop.h: only the first two fields are read.
+#[repr(C)]
+#[allow(dead_code)] // the layout must be whole for the kernel to fill it
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
 
 /// A loop device bound to a file of the run.
 #[derive(Clone, Debug)]
@@ -59,19 +82,70 @@ impl LoopDevice {
     }
 }
 
-/// Every loop device whose backing file is at or below the run directory.
-pub(crate) fn find(run: &RunDir) -> Vec<LoopDevice> {
+/// Every loop device bound to a file of the run; a device whose backing path names the run
+/// directory but cannot be proven to be bound to one of its files is left alone and reported
+/// in `problems`.
+pub(crate) fn find(run: &RunDir, problems: &mut Vec<String>) -> Vec<LoopDevice> {
     let Ok(entries) = std::fs::read_dir(SYS_BLOCK) else {
         return Vec::new();
     };
-    let mut found: Vec<LoopDevice> = entries
+    let mut found = Vec::new();
+    let named = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|name| name.starts_with("loop"))
         .filter_map(|name| describe(&name))
-        .filter(|device| run.contains(&device.backing))
-        .collect();
+        .filter(|device| run.contains(&device.backing));
+    for device in named {
+        match proven(&device, run) {
+            Ok(()) => found.push(device),
+            Err(why) => problems.push(format!(
+                "loop device {} names {} but is left alone: {why}",
+                device.device.display(),
+                device.backing.display()
+            )),
+        }
+    }
     found.sort_by(|a, b| a.name.cmp(&b.name));
     found
+}
+
+/// Whether the device is bound to a file of the run, by device and inode.
+fn proven(device: &LoopDevice, run: &RunDir) -> Result<(), String> {
+    let (dev, ino) = bound_file(&device.device)?;
+    match std::fs::symlink_metadata(&device.backing) {
+        Ok(meta) if (meta.dev(), meta.ino()) == (dev, ino) => Ok(()),
+        Ok(_) => Err("that path names another file now".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Deleted while bound: only its filesystem is left to compare.
+            let run_dev = std::fs::metadata(run.path()).map(|m| m.dev());
+            if run_dev.is_ok_and(|d| d == dev) {
+                Ok(())
+            } else {
+                Err("its file is deleted and was not on the run directory's filesystem".into())
+            }
+        }
+        Err(e) => Err(format!("stat the backing file: {e}")),
+    }
+}
+
+/// `(st_dev, st_ino)` of the file the device is bound to.
+fn bound_file(device: &Path) -> Result<(u64, u64), String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(device)
+        .map_err(|e| format!("open: {e}"))?;
+    // SAFETY: all-zero is a valid LoopInfo64 (integers and byte arrays).
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 writes one loop_info64 into `info`, which lives for the call.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_GET_STATUS64 as _, &mut info) };
+    if rc != 0 {
+        return Err(format!(
+            "LOOP_GET_STATUS64: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok((info.lo_device, info.lo_inode))
 }
 
 /// The device `loopN` if it is bound to a file.

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-use super::HostError;
+use super::error::HostError;
 
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 

@@ -1,12 +1,12 @@
 //! Path comparisons. Everything is decided on absolute, normalised paths compared component by
 //! component (`/run/x` does not contain `/run/xy`), against both the run directory as given and
-//! its canonical form, because processes show whichever they were handed.
+//! its canonical form, because the kernel shows whichever it was handed.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::HostError;
+use super::error::HostError;
 
 /// The run directory in every form a process or the kernel may show it.
 #[derive(Clone, Debug)]
@@ -40,6 +40,11 @@ impl RunDir {
         Ok(RunDir { forms })
     }
 
+    /// The run directory as given (absolute, normalised).
+    pub(crate) fn path(&self) -> &Path {
+        &self.forms[0]
+    }
+
     /// Whether `path` is the run directory or below it. Relative paths never are: without the
     /// base they were relative to, they cannot be placed.
     pub(crate) fn contains(&self, path: &Path) -> bool {
@@ -48,20 +53,6 @@ impl RunDir {
         }
         let path = normalize(path);
         self.forms.iter().any(|form| path.starts_with(form))
-    }
-
-    /// Whether the kernel-shown path `text` (a readlink of /proc or a loop backing file, which
-    /// may end in " (deleted)") is at or below the run directory.
-    pub(crate) fn contains_shown(&self, text: &OsStr) -> bool {
-        self.contains(&shown_path(text))
-    }
-
-    /// Whether any path named in command-line argument `arg` is at or below the run directory.
-    pub(crate) fn named_in(&self, arg: &OsStr) -> bool {
-        let Some(arg) = arg.to_str() else {
-            return self.contains(Path::new(arg));
-        };
-        arg_paths(arg).iter().any(|p| self.contains(Path::new(p)))
     }
 }
 
@@ -87,24 +78,6 @@ pub(crate) fn shown_path(text: &OsStr) -> PathBuf {
     let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let bytes = bytes.strip_suffix(b" (deleted)").unwrap_or(bytes);
     PathBuf::from(OsStr::from_bytes(bytes))
-}
-
-/// The absolute paths an argument may name: itself, the value of `--flag=value`, either with a
-/// `scheme://` prefix removed (`unix:///run/x/csi.sock`), and the items of `,` or `:` lists.
-pub(crate) fn arg_paths(arg: &str) -> Vec<&str> {
-    let mut pieces = vec![arg];
-    if let Some((_, value)) = arg.split_once('=') {
-        pieces.push(value);
-    }
-    let mut out = Vec::new();
-    for piece in pieces {
-        let piece = piece.split_once("://").map_or(piece, |(_, rest)| rest);
-        out.push(piece);
-        out.extend(piece.split([',', ':']));
-    }
-    out.retain(|p| p.starts_with('/'));
-    out.dedup();
-    out
 }
 
 #[cfg(test)]
@@ -133,25 +106,9 @@ mod tests {
     }
 
     #[test]
-    fn host_paths_kernel_suffix_and_arguments() {
-        let r = run("/nonexistent-run/x");
-        assert!(r.contains_shown(OsStr::new("/nonexistent-run/x/img (deleted)")));
-        assert!(r.contains_shown(OsStr::new("/nonexistent-run/x/img\n")));
-        for arg in [
-            "/nonexistent-run/x/f",
-            "--root-dir=/nonexistent-run/x/kubelet",
-            "--csi-address=unix:///nonexistent-run/x/csi.sock",
-            "--volumes=/a,/nonexistent-run/x/v:/b",
-        ] {
-            assert!(r.named_in(OsStr::new(arg)), "{arg}");
-        }
-        for arg in [
-            "/nonexistent-run/xy",
-            "--dir=/nonexistent-run/xy",
-            "x=/a",
-            "60",
-        ] {
-            assert!(!r.named_in(OsStr::new(arg)), "{arg}");
-        }
+    fn host_paths_kernel_suffix() {
+        let shown = |text: &str| shown_path(OsStr::new(text));
+        assert_eq!(shown("/run/x/img (deleted)"), Path::new("/run/x/img"));
+        assert_eq!(shown("/run/x/img\n"), Path::new("/run/x/img"));
     }
 }

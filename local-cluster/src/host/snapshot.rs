@@ -5,13 +5,14 @@
 //! directories (`mkdir -p`), so a missing ancestor of a listed path is recorded too.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::HostError;
+use super::atomic;
+use super::error::HostError;
 use super::mountinfo::{self, Mount};
 use super::paths::normalize;
 use super::remove::remove_tree;
@@ -103,25 +104,7 @@ impl HostSnapshot {
     /// Writes the snapshot atomically: a temp file next to `path`, fsynced, renamed over it,
     /// then the directory fsynced, so a crash leaves either the old file or the new one.
     pub fn save(&self, path: &Path) -> Result<(), HostError> {
-        let json = serde_json::to_vec_pretty(self).map_err(|cause| HostError::Json {
-            path: path.to_path_buf(),
-            cause,
-        })?;
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let result = write_synced(&temp, &json)
-            .and_then(|()| {
-                std::fs::rename(&temp, path).map_err(|e| HostError::io("rename", &temp, e))
-            })
-            .and_then(|()| sync_dir(dir));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        result
+        atomic::write_json(path, self)
     }
 
     /// Reads a snapshot written by [`HostSnapshot::save`].
@@ -311,17 +294,4 @@ fn write_sysctl(proc_sys: &Path, name: &str, value: &str) -> Result<(), HostErro
         .map_err(|e| HostError::io("open sysctl", &path, e))?;
     file.write_all(format!("{value}\n").as_bytes())
         .map_err(|e| HostError::io("write sysctl", &path, e))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
-    let mut file = File::create(path).map_err(|e| HostError::io("create", path, e))?;
-    file.write_all(bytes)
-        .map_err(|e| HostError::io("write", path, e))?;
-    file.sync_all().map_err(|e| HostError::io("fsync", path, e))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), HostError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| HostError::io("fsync directory", dir, e))
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod adopt;
+mod clean;
 mod leftovers;
 mod snapshot;
 mod sweep;

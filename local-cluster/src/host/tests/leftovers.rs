@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::{Scene, fake_proc_sys, set_sysctl, sleeper};
-use crate::host::{HostSnapshot, HostSpec, leftovers, sweep};
+use crate::host::{HostSnapshot, HostSpec, ProcessId, leftovers, sweep};
 
 #[test]
 fn host_leftovers_names_each_kind_then_none_after_sweep_and_restore() {
@@ -19,17 +19,18 @@ fn host_leftovers_names_each_kind_then_none_after_sweep_and_restore() {
         paths: vec![created.clone()],
     };
     let snapshot = HostSnapshot::take_with(&run, &spec).expect("snapshot");
-    assert_eq!(leftovers(&run, &snapshot), Vec::<String>::new());
+    assert_eq!(leftovers(&run, &[], &snapshot), Vec::<String>::new());
 
     let mut command = sleeper();
     command.current_dir(&run);
     let pid = scene.spawn(command);
+    let owned = [ProcessId::of(pid).expect("started")];
     scene.mount_tmpfs(&run.join("mnt"));
     let device = scene.loop_device(&run.join("disk.img"), 8, false);
     set_sysctl(&proc_sys, "vm.overcommit_memory", "1");
     std::fs::create_dir_all(&created).expect("created");
 
-    let lines = leftovers(&run, &snapshot);
+    let lines = leftovers(&run, &owned, &snapshot);
     let has = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
     assert_eq!(has(&format!("process {pid} ")), 1, "{lines:?}");
     assert_eq!(
@@ -58,10 +59,10 @@ fn host_leftovers_names_each_kind_then_none_after_sweep_and_restore() {
     );
     assert_eq!(lines.len(), 5, "one line per leftover: {lines:?}");
 
-    let swept = sweep(&run);
+    let swept = sweep(&run, &owned);
     assert!(swept.is_clean(), "{:?}", swept.failed);
     let restored = snapshot.restore();
     assert!(restored.is_clean(), "{:?}", restored.failed);
-    assert_eq!(leftovers(&run, &snapshot), Vec::<String>::new());
+    assert_eq!(leftovers(&run, &owned, &snapshot), Vec::<String>::new());
     assert!(scene.exited(pid));
 }

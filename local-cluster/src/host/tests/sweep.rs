@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::{Scene, eventually, gone, sleeper};
-use crate::host::{SweepOptions, SweepReport, sweep, sweep_with};
+use crate::host::{ProcessId, SweepOptions, SweepReport, sweep, sweep_with};
 
 fn backing_file_exists(device: &str) -> bool {
     let name = device.trim_start_matches("/dev/");
@@ -29,53 +29,72 @@ fn killed(report: &SweepReport, pid: i32) -> bool {
     report.killed.iter().any(|k| k.pid == pid)
 }
 
+fn id(pid: i32) -> ProcessId {
+    ProcessId::of(pid).expect("process started")
+}
+
 #[test]
-fn host_sweep_kills_processes_of_the_run_only() {
+fn host_sweep_kills_started_processes_and_descendants_only() {
     let mut scene = Scene::new();
     let base = scene.dir();
-    let (run, outside) = (base.join("run"), base.join("run2"));
+    let run = base.join("run");
     std::fs::create_dir_all(&run).expect("run");
-    std::fs::create_dir_all(&outside).expect("outside");
     std::fs::write(run.join("file"), "x").expect("file");
-    std::fs::write(outside.join("file"), "x").expect("file");
 
+    // Started by the cluster: a shell whose child shell runs a sleep (its grandchild).
+    let mut started = Command::new("sh");
+    started.args(["-c", "sh -c 'sleep 60; true'; true"]);
+    let started = scene.spawn(started);
+    let child = child_of(started).expect("the shell's shell");
+    let grandchild = child_of(child).expect("the inner shell's sleep");
+    // Not started by the cluster, though they name the run directory: a process whose cwd is
+    // in it (a shell that `cd`s there), and a `tail -f` of one of its files.
     let mut in_cwd = sleeper();
     in_cwd.current_dir(&run);
-    let by_cwd = scene.spawn(in_cwd);
+    let in_cwd = scene.spawn(in_cwd);
     let mut tail = Command::new("tail");
     tail.args(["-f", &run.join("file").to_string_lossy()]);
-    let by_arg = scene.spawn(tail);
-    let mut shell = Command::new("sh");
-    let flag = format!("--config={}", run.join("file").display());
-    shell.args(["-c", "sleep 60; true", "sh", &flag]);
-    let by_flag = scene.spawn(shell);
-    let grandchild = child_of(by_flag).expect("the shell's sleep");
-    // Outside: a sibling dir whose name extends the run dir's, as cwd and as an argument.
-    let mut near = sleeper();
-    near.current_dir(&outside);
-    let near = scene.spawn(near);
-    let mut near_arg = Command::new("tail");
-    near_arg.args(["-f", &outside.join("file").to_string_lossy()]);
-    let near_arg = scene.spawn(near_arg);
+    let tail = scene.spawn(tail);
+    // A stale record: the pid of a live process with another start time (a reused pid).
+    let reused = ProcessId {
+        start: id(tail).start + 1,
+        ..id(tail)
+    };
 
-    let report = sweep(&run);
+    let report = sweep(&run, &[id(started), reused]);
     assert!(report.is_clean(), "{:?}", report.failed);
-    for pid in [by_cwd, by_arg, by_flag, grandchild] {
+    for pid in [started, child, grandchild] {
         assert!(killed(&report, pid), "{pid} not in {:?}", report.killed);
-        assert!(report.killed.iter().all(|k| k.signal == "SIGTERM"));
     }
-    for pid in [by_cwd, by_arg, by_flag] {
-        assert!(scene.exited(pid), "{pid} still running");
-    }
-    assert!(eventually(Duration::from_secs(5), || gone(grandchild)));
-    for pid in [near, near_arg] {
+    assert!(report.killed.iter().all(|k| k.signal == "SIGTERM"));
+    assert_eq!(report.killed.len(), 3, "{:?}", report.killed);
+    assert!(scene.exited(started), "the started process still runs");
+    for pid in [child, grandchild] {
         assert!(
-            !killed(&report, pid) && !scene.exited(pid),
-            "{pid} outside was killed"
+            eventually(Duration::from_secs(5), || gone(pid)),
+            "{pid} runs"
+        );
+    }
+    for pid in [in_cwd, tail] {
+        assert!(
+            !scene.exited(pid),
+            "{pid}, not started by the cluster, was killed"
         );
     }
     let me = i32::try_from(std::process::id()).expect("pid");
     assert!(!killed(&report, me));
+}
+
+#[test]
+fn host_sweep_never_kills_the_caller_or_its_ancestors() {
+    let me = ProcessId::current();
+    let parent = super::super::pid::stat(me.pid).expect("own stat").ppid;
+    let mut owned = vec![me];
+    owned.extend(ProcessId::of(parent));
+    let mut scene = Scene::new();
+    let report = sweep(&scene.dir(), &owned);
+    assert!(report.killed.is_empty(), "{:?}", report.killed);
+    assert!(report.is_clean(), "{:?}", report.failed);
 }
 
 #[test]
@@ -92,7 +111,7 @@ fn host_sweep_unmounts_nested_mounts_deepest_first() {
     scene.mount_tmpfs(&run.join("c/d"));
     scene.mount_tmpfs(&run.join("c"));
 
-    let report = sweep(&run);
+    let report = sweep(&run, &[]);
     assert!(report.is_clean(), "{:?}", report.failed);
     let order: Vec<_> = report
         .unmounted
@@ -115,7 +134,7 @@ fn host_sweep_unmounts_busy_mount_lazily() {
     scene.mount_tmpfs(&run.join("busy"));
     let held = File::create(run.join("busy/held")).expect("held file");
 
-    let report = sweep(&run);
+    let report = sweep(&run, &[]);
     assert!(report.is_clean(), "{:?}", report.failed);
     assert_eq!(report.unmounted.len(), 1);
     assert!(report.unmounted[0].lazy, "{:?}", report.unmounted);
@@ -132,7 +151,7 @@ fn host_sweep_detaches_loop_device_backed_in_run_dir() {
     let device = scene.loop_device(&run.join("disk.img"), 8, false);
     assert!(backing_file_exists(&device));
 
-    let report = sweep(&run);
+    let report = sweep(&run, &[]);
     assert!(report.is_clean(), "{:?}", report.failed);
     assert_eq!(report.detached.len(), 1, "{:?}", report.detached);
     assert_eq!(report.detached[0].device, Path::new(&device));
@@ -151,7 +170,7 @@ fn host_sweep_unmounts_loop_device_mounted_elsewhere() {
     let device = scene.loop_device(&run.join("fs.img"), 16, true);
     super::run("mount", &[&device, &elsewhere.to_string_lossy()]);
 
-    let report = sweep(&run);
+    let report = sweep(&run, &[]);
     assert!(report.is_clean(), "{:?}", report.failed);
     let unmounted: Vec<_> = report.unmounted.iter().map(|u| &u.mount_point).collect();
     assert_eq!(unmounted, [&elsewhere]);
@@ -162,7 +181,7 @@ fn host_sweep_unmounts_loop_device_mounted_elsewhere() {
 
 #[test]
 fn host_sweep_refuses_root() {
-    let report = sweep(Path::new("/"));
+    let report = sweep(Path::new("/"), &[]);
     assert!(report.killed.is_empty() && report.unmounted.is_empty());
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
 }
@@ -185,7 +204,7 @@ fn host_sweep_escalates_to_sigkill() {
         ..SweepOptions::default()
     };
 
-    let report = sweep_with(&run, &options);
+    let report = sweep_with(&run, &[id(pid)], &options);
     assert!(report.is_clean(), "{:?}", report.failed);
     let shell = report
         .killed

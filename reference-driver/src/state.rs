@@ -108,6 +108,37 @@ pub struct State {
     pub format_version: u32,
     pub volumes: BTreeMap<String, VolumeRecord>,
     pub snapshots: BTreeMap<String, SnapshotRecord>,
+    /// Node work in flight or left to finish, by volume id (absent from older state files).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_work: BTreeMap<String, NodeWork>,
+}
+
+/// What a volume's node operations left to do. Kept beside the volume records rather than in
+/// them so that a missing entry means "nothing pending".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeWork {
+    /// Node work begun and not yet recorded as done: after a crash, start-up reconciliation
+    /// undoes whatever of it the host shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<NodeIntent>,
+    /// Loop devices the volume was unstaged from whose detach failed; retried at the next
+    /// NodeStage/NodeUnstage and at start-up, each only while the device is still bound to
+    /// the volume's image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_detach: Vec<PathBuf>,
+}
+
+impl NodeWork {
+    pub fn is_empty(&self) -> bool {
+        self.intent.is_none() && self.pending_detach.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeIntent {
+    Stage(PathBuf),
+    Publish(PathBuf),
 }
 
 impl State {
@@ -117,6 +148,16 @@ impl State {
 
     pub fn snapshot_by_name(&self, name: &str) -> Option<&SnapshotRecord> {
         self.snapshots.values().find(|s| s.name == name)
+    }
+
+    /// Applies `change` to a volume's node work, dropping the entry once nothing is pending.
+    pub fn with_node_work<T>(&mut self, id: &str, change: impl FnOnce(&mut NodeWork) -> T) -> T {
+        let work = self.node_work.entry(id.to_string()).or_default();
+        let out = change(work);
+        if work.is_empty() {
+            self.node_work.remove(id);
+        }
+        out
     }
 }
 
@@ -336,6 +377,22 @@ mod tests {
         assert!(store.volume_image(&ready).exists());
         assert!(!store.volume_image(&creating).exists());
         assert!(!dir.path().join("state.json.tmp").exists());
+    }
+
+    #[test]
+    fn state_without_node_work_still_loads_and_empty_work_is_dropped() {
+        let old = r#"{"format_version":1,"volumes":{},"snapshots":{}}"#;
+        let mut state: State = serde_json::from_str(old).unwrap();
+        assert!(state.node_work.is_empty());
+        state.with_node_work("vol-a", |w| w.pending_detach.push("/dev/loop9".into()));
+        state.with_node_work("vol-b", |w| w.intent = Some(NodeIntent::Stage("/s".into())));
+        let json = serde_json::to_string(&state).unwrap();
+        let back: State = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.node_work, state.node_work);
+        state.with_node_work("vol-a", |w| w.pending_detach.clear());
+        assert!(!state.node_work.contains_key("vol-a"));
+        let empty = serde_json::to_string(&State::default()).unwrap();
+        assert!(!empty.contains("node_work"), "{empty}");
     }
 
     #[test]

@@ -50,6 +50,7 @@ impl Driver {
         for cleaned in store.recover()? {
             tracing::warn!(%cleaned, "recovered state dir after an unclean stop");
         }
+        Self::reconcile_node(&store);
         Ok(Driver {
             config,
             store,

@@ -1,13 +1,28 @@
 //! NodeStage/Unstage, NodePublish/Unpublish, NodeGetVolumeStats, NodeExpandVolume with real
 //! loop devices and mounts: stage attaches the image (and mounts its filesystem for mount
 //! volumes), publish bind-mounts the staged filesystem or the device node at the target.
+//!
+//! Each stage/publish call and its inverse is one unit of host work plus state update that a
+//! cancelled RPC cannot cut in two: the unit runs in its own task (holding the volume lock),
+//! and the handler only awaits it. Nothing is unmounted or detached unless `host` proves it
+//! belongs to this volume's image; start-up reconciliation (`reconcile`) undoes what a crash
+//! left between the two.
 
+mod host;
+mod publish;
+mod reconcile;
+mod stage;
+
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::{Driver, blocking, not_found_volume, path_string, plausible_volume_id};
+use super::{Driver, blocking, not_found_volume, plausible_volume_id};
 use crate::error::{DriverError, DriverResult};
-use crate::state::{AccessType, Staging, VolumeRecord};
+use crate::state::{AccessType, VolumeRecord};
 use crate::storage::{self, FsType, mount::FsUsage};
+
+pub(crate) use host::normalise;
 
 #[derive(Clone, Debug)]
 pub struct StageRequest {
@@ -32,11 +47,21 @@ pub enum VolumeStats {
     Block { size_bytes: u64 },
 }
 
+type VolumeHold = tokio::sync::OwnedRwLockWriteGuard<()>;
+
 impl Driver {
-    async fn hold_volume(
-        &self,
-        id: &str,
-    ) -> DriverResult<(VolumeRecord, tokio::sync::OwnedRwLockWriteGuard<()>)> {
+    /// Runs `work` to completion in its own task even if the caller (the RPC handler) is
+    /// dropped: a client deadline then only stops the wait, never the unit half-way.
+    async fn unit<T, F, Fut>(self: &Arc<Self>, work: F) -> DriverResult<T>
+    where
+        F: FnOnce(Arc<Driver>) -> Fut,
+        Fut: Future<Output = DriverResult<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::spawn(work(Arc::clone(self))).await?
+    }
+
+    async fn hold_volume(&self, id: &str) -> DriverResult<(VolumeRecord, VolumeHold)> {
         if !plausible_volume_id(id) {
             return Err(not_found_volume(id));
         }
@@ -44,230 +69,20 @@ impl Driver {
         Ok((self.volume(id)?, hold))
     }
 
-    pub async fn stage_volume(&self, request: StageRequest) -> DriverResult<()> {
-        let (volume, _hold) = self.hold_volume(&request.volume_id).await?;
-        check_access_type(&volume, request.access_type)?;
-        if let (Some(wanted), Some(have)) = (request.fs_type, volume.fs_type)
-            && wanted != have
-        {
-            return Err(DriverError::FailedPrecondition(format!(
-                "volume {} holds {have}; volume_capability.mount.fs_type asks for {wanted}",
-                volume.id
-            )));
-        }
-        if let Some(staged) = &volume.staged {
-            if staged.staging_path == request.staging_path {
-                return Ok(());
-            }
-            return Err(DriverError::FailedPrecondition(format!(
-                "volume {} is already staged at {}",
-                volume.id,
-                staged.staging_path.display()
-            )));
-        }
-        if !request.staging_path.is_dir() {
-            return Err(DriverError::invalid(
-                "staging_target_path",
-                format!(
-                    "{} is not an existing directory",
-                    request.staging_path.display()
-                ),
-            ));
-        }
-        let image = self.store.volume_image(&volume.id);
-        let staging_path = request.staging_path.clone();
-        let (fs_type, size) = (volume.fs_type, volume.size_bytes);
-        let grow = volume.fs_size_bytes < volume.size_bytes;
-        let device = blocking(move || {
-            let device = storage::loopdev::attach(&image)?;
-            if let Some(fs) = fs_type {
-                // A larger clone or an expansion: the filesystem grows before first use,
-                // offline where the filesystem allows it (no CAP_SYS_RESOURCE needed).
-                let offline = grow && fs == FsType::Ext4;
-                let mounted = (if offline {
-                    storage::image::grow_filesystem_offline(&device, fs)
-                } else {
-                    Ok(())
-                })
-                .and_then(|()| storage::mount::mount_filesystem(&device, &staging_path, fs, false))
-                .and_then(|()| {
-                    if grow && !offline {
-                        storage::image::grow_filesystem(&device, &staging_path, fs)?;
-                    }
-                    Ok(())
-                });
-                if let Err(e) = mounted {
-                    let _ = storage::mount::unmount(&staging_path);
-                    let _ = storage::loopdev::detach(&device);
-                    return Err(e.into());
-                }
-            }
-            Ok(device)
-        })
-        .await?;
-        self.store.update(|s| {
-            let v = s.volumes.get_mut(&volume.id).expect("held exclusively");
-            v.staged = Some(Staging {
-                staging_path: request.staging_path.clone(),
-                device: device.clone(),
-            });
-            if fs_type.is_some() {
-                v.fs_size_bytes = size;
-            }
-        })?;
-        tracing::info!(id = %volume.id, device = %device.display(), path = %request.staging_path.display(), "volume staged");
-        Ok(())
-    }
-
-    pub async fn unstage_volume(&self, id: &str, staging_path: &Path) -> DriverResult<()> {
-        let (volume, _hold) = self.hold_volume(id).await?;
-        let Some(staged) = volume
-            .staged
-            .clone()
-            .filter(|s| s.staging_path == staging_path)
-        else {
-            return Ok(());
-        };
-        if let Some(target) = volume.published.keys().next() {
-            return Err(DriverError::FailedPrecondition(format!(
-                "volume {id} is still published at {}; unpublish it first",
-                target.display()
-            )));
-        }
-        let access_type = volume.access_type;
-        blocking(move || {
-            if access_type == AccessType::Mount {
-                storage::mount::unmount(&staged.staging_path)?;
-            }
-            storage::loopdev::detach(&staged.device)?;
-            Ok(())
-        })
-        .await?;
-        self.store.update(|s| {
-            if let Some(v) = s.volumes.get_mut(id) {
-                v.staged = None;
-            }
-        })?;
-        tracing::info!(%id, "volume unstaged");
-        Ok(())
-    }
-
-    pub async fn publish_volume(&self, request: PublishRequest) -> DriverResult<()> {
-        let (volume, _hold) = self.hold_volume(&request.volume_id).await?;
-        check_access_type(&volume, request.access_type)?;
-        let staged = match &volume.staged {
-            Some(staged) if staged.staging_path == request.staging_path => staged.clone(),
-            Some(staged) => {
-                return Err(DriverError::FailedPrecondition(format!(
-                    "volume {} is staged at {}, not at staging_target_path {}",
-                    volume.id,
-                    staged.staging_path.display(),
-                    request.staging_path.display()
-                )));
-            }
-            None => {
-                return Err(DriverError::FailedPrecondition(format!(
-                    "volume {} is not staged; call NodeStageVolume first",
-                    volume.id
-                )));
-            }
-        };
-        if let Some(&readonly) = volume.published.get(&request.target_path) {
-            if readonly == request.readonly {
-                return Ok(());
-            }
-            return Err(DriverError::AlreadyExists(format!(
-                "volume {} is already published at {} with readonly={readonly}",
-                volume.id,
-                request.target_path.display()
-            )));
-        }
-        let target = request.target_path.clone();
-        let (access_type, readonly) = (volume.access_type, request.readonly);
-        blocking(move || {
-            let io = |op, source| storage::StorageError::Io {
-                op,
-                path: target.clone(),
-                source,
-            };
-            // The SP creates the target: a directory for mount, a file to bind a device onto.
-            let source = match access_type {
-                AccessType::Mount => {
-                    std::fs::create_dir_all(&target).map_err(|e| io("create", e))?;
-                    staged.staging_path.clone()
-                }
-                AccessType::Block => {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(&target)
-                        .map_err(|e| io("create", e))?;
-                    staged.device.clone()
-                }
-            };
-            storage::mount::bind_mount(&source, &target, readonly)?;
-            Ok(())
-        })
-        .await?;
-        self.store.update(|s| {
-            let v = s.volumes.get_mut(&volume.id).expect("held exclusively");
-            v.published
-                .insert(request.target_path.clone(), request.readonly);
-        })?;
-        tracing::info!(id = %volume.id, target = %request.target_path.display(), "volume published");
-        Ok(())
-    }
-
-    pub async fn unpublish_volume(&self, id: &str, target: &Path) -> DriverResult<()> {
-        let (volume, _hold) = self.hold_volume(id).await?;
-        if !volume.published.contains_key(target) {
-            return Ok(());
-        }
-        let target_owned = target.to_path_buf();
-        blocking(move || {
-            storage::mount::unmount(&target_owned)?;
-            // The SP created the target at publish, so it removes it (spec: NodeUnpublishVolume).
-            let removed = if target_owned.is_dir() {
-                std::fs::remove_dir(&target_owned)
-            } else {
-                std::fs::remove_file(&target_owned)
-            };
-            match removed {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(storage::StorageError::Io {
-                        op: "remove",
-                        path: target_owned,
-                        source: e,
-                    }
-                    .into())
-                }
-                _ => Ok(()),
-            }
-        })
-        .await?;
-        self.store.update(|s| {
-            if let Some(v) = s.volumes.get_mut(id) {
-                v.published.remove(target);
-            }
-        })?;
-        tracing::info!(%id, target = %path_string(target), "volume unpublished");
-        Ok(())
-    }
-
     pub async fn volume_stats(&self, id: &str, path: &Path) -> DriverResult<VolumeStats> {
         if !plausible_volume_id(id) {
             return Err(not_found_volume(id));
         }
         let volume = self.volume(id)?;
+        let path = normalise(path);
         let staged = volume
             .staged
             .as_ref()
-            .ok_or_else(|| not_present(&volume, path))?;
-        if staged.staging_path != path && !volume.published.contains_key(path) {
-            return Err(not_present(&volume, path));
+            .ok_or_else(|| not_present(&volume, &path))?;
+        if normalise(&staged.staging_path) != path && !is_published_at(&volume, &path) {
+            return Err(not_present(&volume, &path));
         }
-        let (path, device) = (path.to_path_buf(), staged.device.clone());
+        let device = staged.device.clone();
         match volume.access_type {
             AccessType::Mount => {
                 blocking(move || Ok(VolumeStats::Filesystem(storage::mount::fs_usage(&path)?)))
@@ -292,10 +107,11 @@ impl Driver {
         required: u64,
     ) -> DriverResult<u64> {
         let (volume, _hold) = self.hold_volume(id).await?;
+        let path = normalise(volume_path);
         let staged = volume
             .staged
             .clone()
-            .filter(|s| s.staging_path == volume_path || volume.published.contains_key(volume_path))
+            .filter(|s| normalise(&s.staging_path) == path || is_published_at(&volume, &path))
             .ok_or_else(|| {
                 DriverError::invalid(
                     "volume_path",
@@ -328,6 +144,19 @@ impl Driver {
         })?;
         Ok(volume.size_bytes)
     }
+}
+
+/// The recorded publish target that `path` (normalised) names, in the record's own spelling.
+fn published_key(volume: &VolumeRecord, path: &Path) -> Option<PathBuf> {
+    volume
+        .published
+        .keys()
+        .find(|k| normalise(k) == path)
+        .cloned()
+}
+
+fn is_published_at(volume: &VolumeRecord, path: &Path) -> bool {
+    published_key(volume, path).is_some()
 }
 
 fn check_access_type(volume: &VolumeRecord, wanted: AccessType) -> DriverResult<()> {

@@ -1,0 +1,709 @@
+//! Node operations that cannot be half-done, and never harm what is not theirs: cancelled
+//! NodeStage/NodeUnstage, failed detaches, mounts removed behind the driver's back, volumes
+//! without a filesystem, mounts that were at the staging path first, the clone-shares-source
+//! fault (one filesystem, one loop device), and SIGKILL mid-stage. After each step the host
+//! (/proc/self/mountinfo, the loop devices bound to the image) must agree with state.json, and
+//! no filesystem may have been frozen (the node dirs are on the test's own scratch ext4).
+//!
+//! Where a step needs the host to misbehave, the driver runs with a `losetup` wrapper first on
+//! its PATH that passes through to the real one but can, per knob file, fail one detach or
+//! sleep after an attach or before a detach.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use csi_proto::v1 as csi;
+use tonic::Code;
+
+const VOL: u64 = 16 * MIB;
+/// Far shorter than a slowed operation (the knobs sleep 2 s).
+const SHORT: Duration = Duration::from_millis(300);
+const SETTLE: Duration = Duration::from_secs(20);
+
+// ---------- knobs: a losetup that misbehaves on request ----------
+
+fn real_losetup() -> PathBuf {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join("losetup"))
+        .find(|p| p.exists())
+        .expect("losetup installed")
+}
+
+fn knob(h: &Harness, name: &str) -> PathBuf {
+    h.root.join("knobs").join(name)
+}
+
+fn set_knob(h: &Harness, name: &str, on: bool) {
+    let path = knob(h, name);
+    if on {
+        fs::write(&path, b"").expect("set knob");
+    } else {
+        let _ = fs::remove_file(&path);
+    }
+}
+
+/// Restarts the driver with the knob-aware `losetup` first on its PATH.
+async fn with_knobs(mut h: Harness) -> Harness {
+    let bin = h.root.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(h.root.join("knobs")).unwrap();
+    let knobs = h.root.join("knobs");
+    let script = format!(
+        r#"#!/bin/sh
+# Test double: the real losetup, failing or slowed while a knob file exists.
+k='{knobs}'
+case " $* " in
+  *" -d "*)
+    if [ -e "$k/fail-detach" ]; then rm -f "$k/fail-detach"; echo "losetup: injected detach failure" >&2; exit 1; fi
+    if [ -e "$k/slow-detach" ]; then sleep 2; fi ;;
+  *" --find "*)
+    '{real}' "$@"; rc=$?
+    if [ -e "$k/slow-attach" ]; then sleep 2; fi
+    exit $rc ;;
+esac
+exec '{real}' "$@"
+"#,
+        knobs = knobs.display(),
+        real = real_losetup().display()
+    );
+    let tool = bin.join("losetup");
+    fs::write(&tool, script).unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    h.stop();
+    let launcher = h.root.join("driver.sh");
+    let text = fs::read_to_string(&launcher).unwrap();
+    let (shebang, rest) = text.split_once('\n').unwrap();
+    let path_line = format!("PATH='{}':\"$PATH\"; export PATH", bin.display());
+    let tmp = h.root.join("driver.sh.tmp");
+    fs::write(&tmp, format!("{shebang}\n{path_line}\n{rest}")).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::rename(&tmp, &launcher).unwrap();
+    h.restart().await;
+    h
+}
+
+// ---------- host views ----------
+
+fn image(h: &Harness, id: &str) -> PathBuf {
+    h.state_dir.join("volumes").join(format!("{id}.img"))
+}
+
+/// Loop devices bound to `image` (losetup matches by device and inode).
+fn loops_of(image: &Path) -> Vec<String> {
+    let out = Command::new("timeout")
+        .args([
+            "30",
+            "losetup",
+            "--noheadings",
+            "--output",
+            "NAME",
+            "--associated",
+        ])
+        .arg(image)
+        .output()
+        .expect("losetup");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// (major:minor, fstype) of every mount at `path`, bottom first.
+fn mounts_at(path: &Path) -> Vec<(String, String)> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    info.lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
+            (Path::new(fields.get(4)?) == path).then(|| (fields[2].to_string(), fstype.to_string()))
+        })
+        .collect()
+}
+
+/// Every mount of the device `dev` ("major:minor") on the machine.
+fn mounts_of_dev(dev: &str) -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            (fields.get(2) == Some(&dev)).then(|| PathBuf::from(fields[4]))
+        })
+        .collect()
+}
+
+fn rdev(device: &str) -> String {
+    let r = fs::metadata(device).unwrap().rdev();
+    format!("{}:{}", rustix::fs::major(r), rustix::fs::minor(r))
+}
+
+fn staged_record(h: &Harness, id: &str) -> Option<serde_json::Value> {
+    let v = h.state_json()["volumes"][id]["staged"].clone();
+    (!v.is_null()).then_some(v)
+}
+
+fn node_work(h: &Harness, id: &str) -> serde_json::Value {
+    h.state_json()["node_work"][id].clone()
+}
+
+fn never_frozen(h: &Harness, step: &str) {
+    if let Some(s) = h.scratch.as_ref() {
+        s.assert_never_frozen(step);
+    }
+}
+
+/// The invariant: staged in the state ⇔ one loop device holds the image and (mount volumes)
+/// the staging path is a mount of exactly that device; not staged ⇔ neither exists.
+fn assert_agree(h: &Harness, id: &str, staging: &Path, mount: bool) {
+    let loops = loops_of(&image(h, id));
+    match staged_record(h, id) {
+        Some(staged) => {
+            assert_eq!(loops.len(), 1, "staged {id}: loop devices {loops:?}");
+            assert_eq!(staged["device"], loops[0].as_str(), "recorded device");
+            let mounts = mounts_at(staging);
+            if mount {
+                assert_eq!(mounts.len(), 1, "staged {id}: mounts at staging {mounts:?}");
+                assert_eq!(
+                    mounts[0].0,
+                    rdev(&loops[0]),
+                    "staging mount is the volume's device"
+                );
+            }
+        }
+        None => {
+            assert!(
+                loops.is_empty(),
+                "unstaged {id}: loop devices left {loops:?}"
+            );
+            assert!(
+                mounts_at(staging).is_empty(),
+                "unstaged {id}: mount left at staging"
+            );
+            assert!(
+                node_work(h, id).is_null(),
+                "unstaged {id}: {}",
+                node_work(h, id)
+            );
+        }
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < SETTLE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------- node calls ----------
+
+fn staging_dir(h: &Harness, name: &str) -> PathBuf {
+    let dir = h.node_root.join(name).join("staging");
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// NodeStage with an optional client deadline (grpc-timeout, and the client stops waiting).
+async fn stage(
+    h: &Harness,
+    id: &str,
+    path: &Path,
+    cap: &csi::VolumeCapability,
+    deadline: Option<Duration>,
+) -> Result<(), tonic::Status> {
+    let mut request = tonic::Request::new(csi::NodeStageVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: s(path),
+        volume_capability: Some(cap.clone()),
+        ..Default::default()
+    });
+    let mut node = h.node();
+    match deadline {
+        None => node.node_stage_volume(request).await.map(drop),
+        Some(d) => {
+            request.set_timeout(d);
+            match tokio::time::timeout(d, node.node_stage_volume(request)).await {
+                Ok(r) => r.map(drop),
+                Err(_) => Err(tonic::Status::deadline_exceeded("client gave up")),
+            }
+        }
+    }
+}
+
+async fn unstage(
+    h: &Harness,
+    id: &str,
+    path: &Path,
+    deadline: Option<Duration>,
+) -> Result<(), tonic::Status> {
+    let mut request = tonic::Request::new(csi::NodeUnstageVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: s(path),
+    });
+    let mut node = h.node();
+    match deadline {
+        None => node.node_unstage_volume(request).await.map(drop),
+        Some(d) => {
+            request.set_timeout(d);
+            match tokio::time::timeout(d, node.node_unstage_volume(request)).await {
+                Ok(r) => r.map(drop),
+                Err(_) => Err(tonic::Status::deadline_exceeded("client gave up")),
+            }
+        }
+    }
+}
+
+fn code_of(r: Result<(), tonic::Status>) -> Code {
+    r.err().map_or(Code::Ok, |s| s.code())
+}
+
+/// A clone and a snapshot of `id` (while in whatever node state it is), then both deleted:
+/// they must not freeze anything but the volume's own filesystem.
+async fn clone_and_snapshot(h: &Harness, id: &str, name: &str) {
+    let clone = h.create_ok(req(name, mount_cap(""), 0, vol_src(id))).await;
+    let snap = h.snapshot(&format!("{name}-snap"), id).await;
+    never_frozen(h, name);
+    h.delete(&clone.volume_id).await;
+    h.delete_snapshot(&snap.snapshot_id).await;
+}
+
+// ---------- the tests ----------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelled_stage_and_unstage_complete_as_a_unit() {
+    let h = with_knobs(Harness::start().await).await;
+    let vol = h
+        .create_ok(req("v", mount_cap(""), VOL, None))
+        .await
+        .volume_id;
+    let staging = staging_dir(&h, "v");
+
+    set_knob(&h, "slow-attach", true);
+    let r = stage(&h, &vol, &staging, &mount_cap(""), Some(SHORT)).await;
+    assert!(r.is_err(), "the stage should outlast its deadline");
+    set_knob(&h, "slow-attach", false);
+    // The unit goes on without its caller and records what it did.
+    wait_for("the cancelled stage to be recorded", || {
+        staged_record(&h, &vol).is_some()
+    })
+    .await;
+    wait_for("the intent to clear", || node_work(&h, &vol).is_null()).await;
+    assert_agree(&h, &vol, &staging, true);
+    never_frozen(&h, "cancelled stage");
+    // The CO's retry is the idempotent case: verified, nothing mounted twice.
+    stage(&h, &vol, &staging, &mount_cap(""), None)
+        .await
+        .unwrap();
+    assert_agree(&h, &vol, &staging, true);
+    fs::write(staging.join("kept"), b"data").unwrap();
+
+    set_knob(&h, "slow-detach", true);
+    let r = unstage(&h, &vol, &staging, Some(SHORT)).await;
+    assert!(r.is_err(), "the unstage should outlast its deadline");
+    set_knob(&h, "slow-detach", false);
+    // `staged` went with the unmount; the detach finishes without the caller.
+    assert!(
+        staged_record(&h, &vol).is_none(),
+        "still staged after the unmount"
+    );
+    wait_for("the cancelled unstage to detach", || {
+        loops_of(&image(&h, &vol)).is_empty() && node_work(&h, &vol).is_null()
+    })
+    .await;
+    assert_agree(&h, &vol, &staging, true);
+    unstage(&h, &vol, &staging, None).await.unwrap();
+    clone_and_snapshot(&h, &vol, "after-cancel").await;
+
+    // Many short deadlines at random points of stage and unstage: every settled state agrees.
+    for round in 0..6u64 {
+        let d = Duration::from_millis(5 + round * 15);
+        let _ = stage(&h, &vol, &staging, &mount_cap(""), Some(d)).await;
+        let _ = unstage(&h, &vol, &staging, Some(d)).await;
+        // The next call waits for the units in flight (the volume lock is fair).
+        stage(&h, &vol, &staging, &mount_cap(""), None)
+            .await
+            .unwrap();
+        assert_agree(&h, &vol, &staging, true);
+        assert_eq!(fs::read(staging.join("kept")).unwrap(), b"data");
+        unstage(&h, &vol, &staging, None).await.unwrap();
+        assert_agree(&h, &vol, &staging, true);
+    }
+    never_frozen(&h, "cancellations");
+    h.delete(&vol).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_detach_is_recorded_and_retried() {
+    let mut h = with_knobs(Harness::start().await).await;
+    let vol = h
+        .create_ok(req("v", mount_cap(""), VOL, None))
+        .await
+        .volume_id;
+    let staging = staging_dir(&h, "v");
+
+    // Retried by the next NodeUnstage.
+    stage(&h, &vol, &staging, &mount_cap(""), None)
+        .await
+        .unwrap();
+    let device = loops_of(&image(&h, &vol)).pop().unwrap();
+    set_knob(&h, "fail-detach", true);
+    let err = unstage(&h, &vol, &staging, None).await.unwrap_err();
+    assert!(err.message().contains("injected detach failure"), "{err:?}");
+    assert!(
+        staged_record(&h, &vol).is_none(),
+        "staged kept after a successful unmount"
+    );
+    assert!(mounts_at(&staging).is_empty());
+    assert_eq!(node_work(&h, &vol)["pending_detach"][0], device.as_str());
+    assert_eq!(loops_of(&image(&h, &vol)), vec![device.clone()]);
+    // Not staged: a clone and a snapshot copy the image and freeze nothing.
+    clone_and_snapshot(&h, &vol, "pending").await;
+    unstage(&h, &vol, &staging, None).await.unwrap();
+    assert_agree(&h, &vol, &staging, true);
+
+    // Retried by the next NodeStage, before it attaches.
+    stage(&h, &vol, &staging, &mount_cap(""), None)
+        .await
+        .unwrap();
+    set_knob(&h, "fail-detach", true);
+    assert!(unstage(&h, &vol, &staging, None).await.is_err());
+    stage(&h, &vol, &staging, &mount_cap(""), None)
+        .await
+        .unwrap();
+    assert_agree(&h, &vol, &staging, true);
+    unstage(&h, &vol, &staging, None).await.unwrap();
+    assert_agree(&h, &vol, &staging, true);
+
+    // Retried at start-up; then DeleteVolume leaves nothing (the harness checks on drop).
+    stage(&h, &vol, &staging, &mount_cap(""), None)
+        .await
+        .unwrap();
+    set_knob(&h, "fail-detach", true);
+    assert!(unstage(&h, &vol, &staging, None).await.is_err());
+    h.stop();
+    h.restart().await;
+    assert_agree(&h, &vol, &staging, true);
+    never_frozen(&h, "failed detaches");
+    h.delete(&vol).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restage_verifies_the_mount_and_repairs_or_refuses() {
+    let h = Harness::start().await;
+    let vol = h
+        .create_ok(req("v", mount_cap(""), VOL, None))
+        .await
+        .volume_id;
+    let staging = staging_dir(&h, "v");
+    stage(&h, &vol, &staging, &mount_cap(""), None)
+        .await
+        .unwrap();
+    fs::write(staging.join("kept"), b"data").unwrap();
+
+    // Unmounted behind the driver's back: the re-stage mounts the recorded device again.
+    rustix::mount::unmount(&staging, rustix::mount::UnmountFlags::empty()).unwrap();
+    stage(&h, &vol, &staging, &mount_cap(""), None)
+        .await
+        .unwrap();
+    assert_agree(&h, &vol, &staging, true);
+    assert_eq!(fs::read(staging.join("kept")).unwrap(), b"data");
+    clone_and_snapshot(&h, &vol, "remounted").await;
+
+    // Replaced by another filesystem: refused, and the other mount is left alone.
+    rustix::mount::unmount(&staging, rustix::mount::UnmountFlags::empty()).unwrap();
+    mount_tmpfs(&staging);
+    let r = stage(&h, &vol, &staging, &mount_cap(""), None).await;
+    assert_eq!(code_of(r), Code::FailedPrecondition);
+    let r = unstage(&h, &vol, &staging, None).await;
+    assert_eq!(code_of(r), Code::FailedPrecondition);
+    assert_eq!(
+        mounts_at(&staging)[0].1,
+        "tmpfs",
+        "the foreign mount was touched"
+    );
+    never_frozen(&h, "foreign mount at staging");
+    rustix::mount::unmount(&staging, rustix::mount::UnmountFlags::empty()).unwrap();
+    // Now nothing is mounted there: the unstage finishes (detach) and the host agrees.
+    unstage(&h, &vol, &staging, None).await.unwrap();
+    assert_agree(&h, &vol, &staging, true);
+    h.delete(&vol).await;
+}
+
+fn mount_tmpfs(path: &Path) {
+    rustix::mount::mount(
+        "tmpfs",
+        path,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .expect("mount tmpfs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stage_errors_touch_only_what_they_made() {
+    let h = Harness::start().await;
+    let vol = h
+        .create_ok(req("v", mount_cap(""), VOL, None))
+        .await
+        .volume_id;
+
+    // A mount already at the staging path: refused, and it stays.
+    let staging = staging_dir(&h, "pre");
+    mount_tmpfs(&staging);
+    fs::write(staging.join("theirs"), b"x").unwrap();
+    let r = stage(&h, &vol, &staging, &mount_cap(""), None).await;
+    assert_eq!(code_of(r), Code::FailedPrecondition);
+    let mounts = mounts_at(&staging);
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts[0].1, "tmpfs");
+    assert!(staging.join("theirs").exists());
+    assert!(loops_of(&image(&h, &vol)).is_empty());
+    rustix::mount::unmount(&staging, rustix::mount::UnmountFlags::empty()).unwrap();
+
+    // The mount itself fails (no filesystem left in the image): nothing attached or mounted.
+    let staging = staging_dir(&h, "bad");
+    let img = fs::OpenOptions::new()
+        .write(true)
+        .open(image(&h, &vol))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&img, &vec![0u8; 1 << 20], 0).unwrap();
+    img.sync_all().unwrap();
+    let r = stage(&h, &vol, &staging, &mount_cap(""), None).await;
+    assert_ne!(code_of(r), Code::Ok);
+    assert!(staged_record(&h, &vol).is_none());
+    assert_agree(&h, &vol, &staging, true);
+    never_frozen(&h, "failed stages");
+    h.delete(&vol).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mount_stage_of_a_volume_without_filesystem_is_refused() {
+    let h = Harness::with_args(&["--fault", "failed-clone-leaks"]).await;
+    let src = h
+        .create_ok(req("src", mount_cap(""), 2 * VOL, None))
+        .await
+        .volume_id;
+    // Smaller than its source: OUT_OF_RANGE, and the fault leaves a volume with no filesystem.
+    h.create_err(
+        req("leaked", mount_cap(""), VOL, vol_src(&src)),
+        Code::OutOfRange,
+    )
+    .await;
+    let leaked = h
+        .volumes()
+        .await
+        .into_iter()
+        .find(|v| v.volume_id != src)
+        .expect("the fault leaks a volume")
+        .volume_id;
+    assert!(h.state_json()["volumes"][&leaked]["fs_type"].is_null());
+    let staging = staging_dir(&h, "leaked");
+    let r = stage(&h, &leaked, &staging, &mount_cap(""), None).await;
+    assert_eq!(code_of(r), Code::FailedPrecondition);
+    assert_agree(&h, &leaked, &staging, true);
+    // Nothing staged, so a clone or snapshot of it has nothing to freeze.
+    let snap = h.snapshot("leaked-snap", &leaked).await;
+    never_frozen(&h, "clone of a volume without filesystem");
+    h.delete_snapshot(&snap.snapshot_id).await;
+    h.delete(&leaked).await;
+    h.delete(&src).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clone_shares_source_mounts_one_filesystem_once() {
+    let h = Harness::with_args(&["--fault", "clone-shares-source"]).await;
+    for (round, source_first) in [(0, true), (1, false)] {
+        let src = h
+            .create_ok(req(&format!("src{round}"), mount_cap(""), VOL, None))
+            .await
+            .volume_id;
+        let src_staging = staging_dir(&h, &format!("src{round}"));
+        stage(&h, &src, &src_staging, &mount_cap(""), None)
+            .await
+            .unwrap();
+        let clone = h
+            .create_ok(req(
+                &format!("clone{round}"),
+                mount_cap(""),
+                0,
+                vol_src(&src),
+            ))
+            .await
+            .volume_id;
+        let clone_staging = staging_dir(&h, &format!("clone{round}"));
+        stage(&h, &clone, &clone_staging, &mount_cap(""), None)
+            .await
+            .unwrap();
+        never_frozen(&h, "clone of a staged source");
+
+        let loops = loops_of(&image(&h, &src));
+        assert_eq!(
+            loops.len(),
+            1,
+            "one loop device for the shared image: {loops:?}"
+        );
+        assert_eq!(
+            loops_of(&image(&h, &clone)),
+            loops,
+            "the clone's image is the source's"
+        );
+        let dev = rdev(&loops[0]);
+        let mut on_device = mounts_of_dev(&dev);
+        on_device.sort();
+        let mut expected = vec![
+            src_staging.canonicalize().unwrap(),
+            clone_staging.canonicalize().unwrap(),
+        ];
+        expected.sort();
+        assert_eq!(
+            on_device, expected,
+            "one ext4 ({dev}), seen at both staging paths"
+        );
+        // The fault is still the fault: writes leak both ways.
+        fs::write(clone_staging.join("leak"), b"x").unwrap();
+        assert!(src_staging.join("leak").exists());
+
+        let order = if source_first {
+            [(&src, &src_staging), (&clone, &clone_staging)]
+        } else {
+            [(&clone, &clone_staging), (&src, &src_staging)]
+        };
+        unstage(&h, order[0].0, order[0].1, None).await.unwrap();
+        assert_eq!(
+            loops_of(&image(&h, &src)),
+            loops,
+            "detached while still in use"
+        );
+        assert_eq!(
+            mounts_of_dev(&dev),
+            vec![order[1].1.canonicalize().unwrap()]
+        );
+        assert!(order[1].1.join("leak").exists());
+        unstage(&h, order[1].0, order[1].1, None).await.unwrap();
+        assert!(loops_of(&image(&h, &src)).is_empty());
+        assert!(mounts_of_dev(&dev).is_empty());
+        assert!(h.state_json()["node_work"].is_null(), "{}", h.state_json());
+        h.delete(&clone).await;
+        h.delete(&src).await;
+    }
+    never_frozen(&h, "shared source");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_after_sigkill_reconciles_the_node() {
+    let mut h = with_knobs(Harness::start().await).await;
+    let vol = h
+        .create_ok(req("v", mount_cap(""), VOL, None))
+        .await
+        .volume_id;
+    let staging = staging_dir(&h, "v");
+
+    // Killed between attach and mount: the intent is recorded, the device is not.
+    set_knob(&h, "slow-attach", true);
+    let in_flight = {
+        let (h_node, vol, staging) = (h.node(), vol.clone(), staging.clone());
+        tokio::spawn(async move {
+            let mut node = h_node;
+            node.node_stage_volume(csi::NodeStageVolumeRequest {
+                volume_id: vol,
+                staging_target_path: s(&staging),
+                volume_capability: Some(mount_cap("")),
+                ..Default::default()
+            })
+            .await
+        })
+    };
+    let img = image(&h, &vol);
+    wait_for("the attach", || !loops_of(&img).is_empty()).await;
+    assert!(
+        !node_work(&h, &vol)["intent"].is_null(),
+        "intent recorded before attaching"
+    );
+    h.kill();
+    set_knob(&h, "slow-attach", false);
+    let _ = in_flight.await;
+    h.restart().await;
+    assert_agree(&h, &vol, &staging, true);
+
+    // Killed after the mount, before the record: simulated by dropping the record.
+    stage(&h, &vol, &staging, &mount_cap(""), None)
+        .await
+        .unwrap();
+    h.kill();
+    let state_file = h.state_dir.join("state.json");
+    let mut state = h.state_json();
+    state["volumes"][&vol]["staged"] = serde_json::Value::Null;
+    fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    assert_eq!(mounts_at(&staging).len(), 1);
+    h.restart().await;
+    assert_agree(&h, &vol, &staging, true);
+
+    // A record whose mount went while the driver was down: dropped, device detached.
+    stage(&h, &vol, &staging, &mount_cap(""), None)
+        .await
+        .unwrap();
+    h.kill();
+    rustix::mount::unmount(&staging, rustix::mount::UnmountFlags::empty()).unwrap();
+    h.restart().await;
+    assert!(staged_record(&h, &vol).is_none());
+    assert_agree(&h, &vol, &staging, true);
+    clone_and_snapshot(&h, &vol, "after-restart").await;
+    never_frozen(&h, "restarts");
+    h.delete(&vol).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paths_are_compared_normalised() {
+    let h = Harness::start().await;
+    let vol = h
+        .create_ok(req("v", block_cap(), VOL, None))
+        .await
+        .volume_id;
+    let staging = staging_dir(&h, "v");
+    let odd_staging = staging.join("..").join("staging");
+    stage(&h, &vol, &odd_staging, &block_cap(), None)
+        .await
+        .unwrap();
+    stage(&h, &vol, &staging, &block_cap(), None).await.unwrap();
+    let target = staging.parent().unwrap().join("target");
+    let odd_target = staging.parent().unwrap().join("x/../target");
+    h.node()
+        .node_publish_volume(csi::NodePublishVolumeRequest {
+            volume_id: vol.clone(),
+            staging_target_path: s(&staging),
+            target_path: s(&odd_target),
+            volume_capability: Some(block_cap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(mounts_at(&target).len(), 1);
+    h.node()
+        .node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+            volume_id: vol.clone(),
+            target_path: s(&target),
+        })
+        .await
+        .unwrap();
+    assert!(
+        mounts_at(&target).is_empty() && !target.exists(),
+        "the mount leaked"
+    );
+    unstage(&h, &vol, &odd_staging, None).await.unwrap();
+    assert_agree(&h, &vol, &staging, false);
+    h.delete(&vol).await;
+}

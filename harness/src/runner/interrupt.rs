@@ -40,13 +40,13 @@ pub(super) struct Ending {
     pub left: Vec<String>,
 }
 
-/// Installs the handlers now (signals that arrive before the task runs are kept) and exits
-/// the process when a signal has been handled.
-pub(super) fn install(runtime: &tokio::runtime::Runtime, interrupt: Interrupt) {
-    let signals = {
-        let _entered = runtime.enter();
-        Signals::install()
-    };
+/// Handles the run's signals from now on (`signals` were installed at the run's start, so
+/// none was lost) and exits the process when one has been handled.
+pub(super) fn install(
+    runtime: &tokio::runtime::Runtime,
+    signals: Option<Signals>,
+    interrupt: Interrupt,
+) {
     let Some(mut signals) = signals else {
         tracing::warn!("signal handlers not installed: a signal ends the run without cleanup");
         return;
@@ -56,6 +56,35 @@ pub(super) fn install(runtime: &tokio::runtime::Runtime, interrupt: Interrupt) {
         let ending = interrupt.handle(first, signals.next()).await;
         std::process::exit(ending.code);
     });
+}
+
+/// The handlers, installed on `runtime` (`None` if they could not be).
+pub(super) fn signals(runtime: &tokio::runtime::Runtime) -> Option<Signals> {
+    let _entered = runtime.enter();
+    Signals::install()
+}
+
+/// Runs `work` unless a signal comes first (then `work` is dropped, and with it whatever it
+/// had started, and the signal is returned).
+pub(super) async fn or_signal<T>(
+    signals: &mut Option<Signals>,
+    work: impl Future<Output = T>,
+) -> Result<T, &'static str> {
+    match signals {
+        Some(signals) => tokio::select! {
+            done = work => Ok(done),
+            signal = signals.next() => Err(signal),
+        },
+        None => Ok(work.await),
+    }
+}
+
+/// The next signal, or never.
+pub(super) async fn next(signals: &mut Option<Signals>) -> &'static str {
+    match signals {
+        Some(signals) => signals.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Interrupt {

@@ -103,45 +103,7 @@ pub fn run(
         work_dir: work_dir.clone(),
     });
 
-    let mut target = match runtime.block_on(Target::start(
-        &options.target,
-        &work_dir,
-        options.connect_timeout,
-    )) {
-        Ok(target) => target,
-        Err(e) => {
-            remove_empty_dirs(&work_dir);
-            return Err(e.into());
-        }
-    };
-    let ledger = Arc::new(session::ledger_for(&target, &options));
-    let session = match runtime.block_on(session::open(
-        &target,
-        &options,
-        settings.clone(),
-        ledger.clone(),
-    )) {
-        Ok(session) => session,
-        Err(e) => {
-            // A class made before a later check failed is the run's to remove.
-            let _ = runtime.block_on(ledger.cleanup(None));
-            report_teardown(runtime.block_on(target.shutdown()));
-            remove_empty_dirs(&work_dir);
-            return Err(e);
-        }
-    };
-    interrupt::install(
-        &runtime,
-        interrupt::Interrupt {
-            ledger: session.ledger.clone(),
-            driver_pid: target.pid(),
-            work_dir: work_dir.clone(),
-            local: target.local.clone(),
-            quiesce: interrupt::QUIESCE_LIMIT
-                .min(Duration::from_secs(options.profile.timeouts.rpc_secs)),
-            budget: interrupt::CLEANUP_BUDGET,
-        },
-    );
+    let (mut target, session) = start_and_open(&runtime, &options, &settings, &work_dir)?;
     let events = Arc::new(Mutex::new(Events {
         collector: Collector::new(),
         reporters,
@@ -198,6 +160,63 @@ pub fn run(
         keep_or_remove_state(&report, &work_dir);
     }
     Ok(report)
+}
+
+/// Starts the target and opens the session, then hands the signals to the interrupt handler.
+/// A signal before that stops the start (an embedded driver is stopped with it) or undoes
+/// what the session made, and exits. The local cluster answers signals during its own start.
+fn start_and_open(
+    runtime: &tokio::runtime::Runtime,
+    options: &RunOptions,
+    settings: &Arc<RunSettings>,
+    work_dir: &std::path::Path,
+) -> Result<(Target, session::Session), RunError> {
+    let mut signals = interrupt::signals(runtime);
+    let start = Target::start(&options.target, work_dir, options.connect_timeout);
+    let started = match options.target {
+        TargetSpec::LocalCluster { .. } => Ok(runtime.block_on(start)),
+        _ => runtime.block_on(interrupt::or_signal(&mut signals, start)),
+    };
+    let mut target = match started {
+        Ok(Ok(target)) => target,
+        Ok(Err(e)) => {
+            remove_empty_dirs(work_dir);
+            return Err(e.into());
+        }
+        Err(signal) => {
+            eprintln!("csi-clone-conformance: {signal} while starting the target; stopped");
+            remove_empty_dirs(work_dir);
+            std::process::exit(crate::signals::exit_code(signal));
+        }
+    };
+    let ledger = Arc::new(session::ledger_for(&target, options));
+    let handler = interrupt::Interrupt {
+        ledger: ledger.clone(),
+        driver_pid: target.pid(),
+        work_dir: work_dir.to_path_buf(),
+        local: target.local.clone(),
+        quiesce: interrupt::QUIESCE_LIMIT
+            .min(Duration::from_secs(options.profile.timeouts.rpc_secs)),
+        budget: interrupt::CLEANUP_BUDGET,
+    };
+    let open = session::open(&target, options, settings.clone(), ledger.clone());
+    match runtime.block_on(interrupt::or_signal(&mut signals, open)) {
+        Ok(Ok(session)) => {
+            interrupt::install(runtime, signals, handler);
+            Ok((target, session))
+        }
+        Ok(Err(e)) => {
+            // A class made before a later check failed is the run's to remove.
+            let _ = runtime.block_on(ledger.cleanup(None));
+            report_teardown(runtime.block_on(target.shutdown()));
+            remove_empty_dirs(work_dir);
+            Err(e)
+        }
+        Err(signal) => {
+            let ending = runtime.block_on(handler.handle(signal, interrupt::next(&mut signals)));
+            std::process::exit(ending.code);
+        }
+    }
 }
 
 fn build_trials(

@@ -18,6 +18,18 @@ pub struct CsiTarget {
     child: Option<Child>,
 }
 
+/// A spawned driver that is stopped if start-up goes no further (Probe failed, or the start
+/// was abandoned on a signal): a dropped `Child` would keep running.
+struct Spawned(Option<Child>);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(problem) = self.0.take().and_then(stop_child) {
+            eprintln!("csi-clone-conformance: {problem}");
+        }
+    }
+}
+
 /// The reference driver binary next to this executable (or next to a test binary's `deps/`),
 /// or `CSI_CLONE_REFERENCE_DRIVER`.
 pub fn find_reference_driver() -> Option<PathBuf> {
@@ -57,6 +69,7 @@ impl CsiTarget {
         // Its own process group: a terminal's Ctrl-C reaches only us, and we clean up
         // through the driver before stopping it.
         use std::os::unix::process::CommandExt;
+        let mut spawned = Spawned(None);
         let child = Command::new(driver_bin)
             .process_group(0)
             .arg("--endpoint")
@@ -72,6 +85,7 @@ impl CsiTarget {
                 binary: driver_bin.to_path_buf(),
                 source,
             })?;
+        spawned.0 = Some(child);
         let mut target = CsiTarget::connect_to(endpoint.clone(), endpoint, wait)
             .await
             .map_err(|e| match e {
@@ -84,7 +98,7 @@ impl CsiTarget {
                 },
                 other => other,
             })?;
-        target.child = Some(child);
+        target.child = spawned.0.take();
         Ok(target)
     }
 
@@ -117,24 +131,27 @@ impl CsiTarget {
     /// endpoint is left running. Returns a problem if the driver is still there after that
     /// (a process in D state survives SIGKILL): the run goes on rather than hang on it.
     pub fn stop(&mut self) -> Option<String> {
-        let mut child = self.child.take()?;
-        let pid = rustix::process::Pid::from_child(&child);
-        // SIGTERM first so the driver unmounts nothing half-way and removes its socket.
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        if exited_within(&mut child, STOP_GRACE) {
-            return None;
-        }
-        // Its own group (spawned with process_group(0)), unreaped so the id is still ours.
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        if exited_within(&mut child, STOP_GRACE) {
-            return None;
-        }
-        Some(format!(
-            "the embedded driver (pid {}) did not exit within {:?} of SIGKILL (stuck in the kernel?)",
-            child.id(),
-            STOP_GRACE
-        ))
+        stop_child(self.child.take()?)
     }
+}
+
+fn stop_child(mut child: Child) -> Option<String> {
+    let pid = rustix::process::Pid::from_child(&child);
+    // SIGTERM first so the driver unmounts nothing half-way and removes its socket.
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    if exited_within(&mut child, STOP_GRACE) {
+        return None;
+    }
+    // Its own group (spawned with process_group(0)), unreaped so the id is still ours.
+    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    if exited_within(&mut child, STOP_GRACE) {
+        return None;
+    }
+    Some(format!(
+        "the embedded driver (pid {}) did not exit within {:?} of SIGKILL (stuck in the kernel?)",
+        child.id(),
+        STOP_GRACE
+    ))
 }
 
 /// How long the driver gets after SIGTERM, and again after SIGKILL.

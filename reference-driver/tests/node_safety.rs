@@ -604,6 +604,44 @@ async fn clone_shares_source_mounts_one_filesystem_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn clone_shares_source_block_volumes_share_one_device() {
+    let h = Harness::with_args(&["--fault", "clone-shares-source"]).await;
+    let src = h
+        .create_ok(req("src", block_cap(), VOL, None))
+        .await
+        .volume_id;
+    let src_staging = staging_dir(&h, "src");
+    stage(&h, &src, &src_staging, &block_cap(), None)
+        .await
+        .unwrap();
+    let clone = h
+        .create_ok(req("clone", block_cap(), 0, vol_src(&src)))
+        .await
+        .volume_id;
+    let clone_staging = staging_dir(&h, "clone");
+    stage(&h, &clone, &clone_staging, &block_cap(), None)
+        .await
+        .unwrap();
+    let loops = loops_of(&image(&h, &src));
+    assert_eq!(loops.len(), 1, "{loops:?}");
+    let state = h.state_json();
+    assert_eq!(
+        state["volumes"][&clone]["staged"]["device"],
+        loops[0].as_str()
+    );
+    unstage(&h, &src, &src_staging, None).await.unwrap();
+    assert_eq!(
+        loops_of(&image(&h, &clone)),
+        loops,
+        "detached under the clone"
+    );
+    unstage(&h, &clone, &clone_staging, None).await.unwrap();
+    assert!(loops_of(&image(&h, &clone)).is_empty());
+    h.delete(&clone).await;
+    h.delete(&src).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn restart_after_sigkill_reconciles_the_node() {
     let mut h = with_knobs(Harness::start().await).await;
     let vol = h

@@ -1,4 +1,5 @@
-//! `csi-clone-conformance`: `run`, `list`, `profile check`. Exit codes: `harness::exit`.
+//! `csi-clone-conformance`: `run`, `list`, `profile check`, `local-cluster clean`. Exit codes:
+//! `harness::exit`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,6 +37,17 @@ pub enum Command {
     /// Driver profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// The single-node cluster of `run --local-cluster`.
+    #[command(subcommand)]
+    LocalCluster(LocalClusterCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LocalClusterCommand {
+    /// Undo local clusters whose harness was killed (processes, mounts, loop devices, sysctls,
+    /// host paths), from their records in /var/lib/csi-clone-conformance/local-cluster; a
+    /// cluster whose harness still runs is left alone. Every run does this first, too.
+    Clean,
 }
 
 #[derive(Subcommand, Debug)]
@@ -378,8 +390,38 @@ pub fn random_seed() -> u64 {
     (nanos as u64) ^ u64::from(std::process::id()).rotate_left(17)
 }
 
+/// `local-cluster clean`: prints what it did; fails if anything could not be undone.
+fn clean_command() -> i32 {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!(
+            "error: local-cluster clean needs root (it stops processes, unmounts, restores sysctls)"
+        );
+        return exit::HARNESS_ERROR;
+    }
+    let registry = local_cluster::host::Registry::system();
+    let report = match local_cluster::clean_earlier_runs(&registry) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            return exit::HARNESS_ERROR;
+        }
+    };
+    if report.runs.is_empty() {
+        println!("no local cluster recorded in {}", registry.dir().display());
+    }
+    for line in report.lines() {
+        println!("{line}");
+    }
+    if report.failures().is_empty() {
+        exit::PASSED
+    } else {
+        exit::HARNESS_ERROR
+    }
+}
+
 pub fn main_with(cli: Cli) -> i32 {
     match cli.command {
+        Command::LocalCluster(LocalClusterCommand::Clean) => clean_command(),
         Command::Run(args) => run_command(*args),
         Command::List(select) => list(&select),
         Command::Profile(ProfileCommand::Check { file }) => match DriverProfile::load(&file) {

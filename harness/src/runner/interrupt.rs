@@ -100,7 +100,7 @@ impl Interrupt {
         tokio::select! {
             left = self.clean_up() => Ending { code: exit_code(first), aborted: false, left },
             again = second => {
-                let left = self.abort(again);
+                let left = self.abort(again).await;
                 Ending { code: exit_code(again), aborted: true, left }
             }
         }
@@ -121,7 +121,7 @@ impl Interrupt {
             print_left(&left);
         }
         if let Some(pid) = self.driver_pid {
-            stop_group(pid, Duration::from_secs(10));
+            stop_group(pid, Duration::from_secs(10)).await;
             // Its state dir is ours; it goes once the driver is gone and nothing is mounted.
             if !super::has_mounts_below(&self.work_dir) {
                 let _ = std::fs::remove_dir_all(&self.work_dir);
@@ -148,12 +148,12 @@ impl Interrupt {
     }
 
     /// The second signal: stop now and say what stays.
-    fn abort(&self, signal: &str) -> Vec<String> {
+    async fn abort(&self, signal: &str) -> Vec<String> {
         let left = self.ledger.pending();
         eprintln!("csi-clone-conformance: {signal} again; cleanup stopped. Left behind:");
         print_left(&left);
         if let Some(pid) = self.driver_pid {
-            stop_group(pid, Duration::from_secs(1));
+            stop_group(pid, Duration::from_secs(1)).await;
             eprintln!(
                 "  the embedded driver (process group {pid}) stopped; its state is kept in {}",
                 self.work_dir.display()
@@ -180,7 +180,8 @@ fn print_left(left: &[String]) {
 
 /// SIGTERM to the driver's process group, SIGKILL after `grace`. Only while the pid is
 /// provably ours: our child (so not reaped, so not reused) and its own group's leader.
-fn stop_group(pid: u32, grace: Duration) {
+/// Async, so a second signal is seen while the driver takes its time to exit.
+async fn stop_group(pid: u32, grace: Duration) {
     use rustix::process::{Pid, Signal, kill_process_group};
     if !is_our_group_leader(pid) {
         return;
@@ -194,7 +195,7 @@ fn stop_group(pid: u32, grace: Duration) {
         if !is_running(pid) {
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if is_our_group_leader(pid) {
         let _ = kill_process_group(group, Signal::KILL);

@@ -54,19 +54,33 @@ lane_track() {
 }
 
 # lane_stop PID:START GRACE: SIGTERM, SIGKILL after GRACE seconds, only while the pid is
-# still the process we started (same start time, our child).
+# still the process we started (same start time, our child). Never waits without bound: a
+# process stuck in the kernel (D state) survives SIGKILL, and is then reported, not waited for.
 lane_stop() {
-    local pid="${1%%:*}" start="${1#*:}" grace="$2" waited=0
-    lane_is "$pid" "$start" || return 0
-    [[ -n "${LANE_SIGNALLED:-}" ]] || kill -TERM "$pid" 2>/dev/null || return 0
-    while lane_is "$pid" "$start" && ((waited < grace * 10)); do
-        sleep 0.1
-        waited=$((waited + 1))
-    done
-    lane_is "$pid" "$start" && kill -KILL "$pid" 2>/dev/null
-    # Reap it if it is our child; never wait without bound (a D-state process ignores KILL).
-    timeout 10 tail --pid="$pid" -f /dev/null 2>/dev/null || true
+    local pid="${1%%:*}" start="${1#*:}" grace="$2"
+    if lane_is "$pid" "$start"; then
+        [[ -n "${LANE_SIGNALLED:-}" ]] || kill -TERM "$pid" 2>/dev/null || true
+        if ! lane_wait_gone "$pid" "$start" $((grace * 10)); then
+            kill -KILL "$pid" 2>/dev/null || true
+            if ! lane_wait_gone "$pid" "$start" 100; then
+                echo "$LANE_NAME: pid $pid did not exit 10 s after SIGKILL (stuck in the kernel?)" >&2
+                return 0
+            fi
+        fi
+    fi
+    # Gone or a zombie: reaping it cannot block.
     wait "$pid" 2>/dev/null || true
+}
+
+# lane_wait_gone PID START TENTHS: waits up to TENTHS tenths of a second for it to end.
+lane_wait_gone() {
+    local n=0
+    while lane_is "$1" "$2"; do
+        ((n >= $3)) && return 1
+        sleep 0.1
+        n=$((n + 1))
+    done
+    return 0
 }
 
 # lane_is PID START: the pid is still our running child started at START.

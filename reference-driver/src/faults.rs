@@ -1,7 +1,8 @@
 //! Deliberate non-conformance, for proving that every conformance case can fail. Each fault is
 //! a small, named, realistic way to get clones wrong; `--fault NAME` (repeatable) turns one on.
 //! They are compiled in (no cargo feature) so the mutation matrix tests the very binary that
-//! ships; with no `--fault` none of this code runs.
+//! ships; with no `--fault` none of this code runs. A fault breaks the driver, never the host:
+//! each one's effect on the machine is reviewed in docs/reference-driver.md.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;

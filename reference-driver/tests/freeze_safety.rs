@@ -335,3 +335,47 @@ async fn delete_volume_refuses_an_image_a_loop_device_holds() {
     h.delete(&vol.volume_id).await;
     assert!(!image.exists());
 }
+
+/// _IOWR('X', 119, int) and _IOWR('X', 120, int) from linux/fs.h.
+const FIFREEZE: libc::c_ulong = 0xC004_5877;
+const FITHAW: libc::c_ulong = 0xC004_5878;
+
+/// Thaws the filesystem at `path` on drop, whatever the test got to: a frozen volume would
+/// block its unstage.
+struct ThawOnDrop(std::fs::File);
+
+impl Drop for ThawOnDrop {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the fd is open and ours; FITHAW ignores its argument.
+        unsafe { libc::ioctl(self.0.as_raw_fd(), FITHAW, 0) };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_up_thaws_a_volume_a_dead_driver_left_frozen() {
+    use std::os::fd::AsRawFd;
+    let mut h = Harness::start().await;
+    let (src, staging) = staged_source(&h, "left-frozen").await;
+    // What a driver and its guardian killed together mid-copy leave: the volume's own
+    // filesystem (a loop device of the test's driver, not a machine filesystem) frozen.
+    let held = ThawOnDrop(std::fs::File::open(&staging).unwrap());
+    // SAFETY: the fd is open and ours; FIFREEZE ignores its argument.
+    let rc = unsafe { libc::ioctl(held.0.as_raw_fd(), FIFREEZE, 0) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    h.kill();
+    h.restart().await;
+    let probe = staging.join("after-restart");
+    let wrote = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || std::fs::write(probe, b"x")),
+    )
+    .await;
+    assert!(
+        matches!(wrote, Ok(Ok(Ok(())))),
+        "start-up left the volume frozen"
+    );
+    drop(held);
+    never_frozen(&h, "restart");
+    unstage(&h, &src, &staging).await;
+}

@@ -351,7 +351,7 @@ impl Driver {
         let image = self.store.volume_image(id);
         let holders = {
             let image = image.clone();
-            blocking(move || Ok(storage::loopdev::attached_devices(&image)?)).await?
+            blocking(move || Ok(loop_holders(&image)?)).await?
         };
         if let Some(device) = holders.first() {
             return Err(DriverError::FailedPrecondition(format!(
@@ -495,6 +495,19 @@ fn check_replay(
         return conflict("other parameters".into());
     }
     Ok(())
+}
+
+/// Loop devices holding `image`. A detach the kernel deferred because something (a udev
+/// prober) still had the device open finishes on that last close: give it a moment.
+fn loop_holders(image: &std::path::Path) -> storage::Result<Vec<std::path::PathBuf>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let held = storage::loopdev::attached_devices(image)?;
+        if held.is_empty() || std::time::Instant::now() >= deadline {
+            return Ok(held);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Copies whose data lands after CreateVolume answered (fault CloneReturnsBeforeDurable): an

@@ -237,7 +237,8 @@ impl Frozen {
     fn finish(&mut self) -> Result<()> {
         self.done = true;
         let thawed = thaw_fd(self.proven.dir.as_fd());
-        let exit = self.guardian.dismiss();
+        // If our own thaw failed, the guardian is left to thaw (pipe closed, no dismissal).
+        let exit = self.guardian.dismiss(thawed.is_ok());
         let path = &self.proven.path;
         match thawed {
             Ok(true) => Ok(()),
@@ -342,9 +343,12 @@ impl Guardian {
         }
     }
 
-    /// Tells the guardian the driver has thawed, and reaps it; its exit code if it exited.
-    fn dismiss(&mut self) -> Option<i32> {
-        if let Some(pipe) = self.dismiss.take() {
+    /// Closes the guardian's pipe, first telling it the driver has thawed when `thawed`
+    /// (else it thaws itself), and reaps it; its exit code if it exited.
+    fn dismiss(&mut self, thawed: bool) -> Option<i32> {
+        if let Some(pipe) = self.dismiss.take()
+            && thawed
+        {
             // SAFETY: writes one byte from a live local to an fd we own. EPIPE (the guardian
             // already left) is fine: Rust programs ignore SIGPIPE.
             unsafe { libc::write(pipe.as_raw_fd(), (&DISMISS as *const u8).cast(), 1) };

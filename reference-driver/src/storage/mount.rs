@@ -99,8 +99,14 @@ pub fn unmount(target: &Path) -> Result<()> {
 }
 
 /// True if `path` is a mount point per /proc/self/mountinfo. A missing path is
-/// not a mount point.
+/// not a mount point, nor is a symlink (whatever it points at: a staging path swapped for a
+/// link to `/` must not pass for a mount).
 pub fn is_mount_point(path: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        _ => {}
+    }
     let canonical = match path.canonicalize() {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -206,6 +212,9 @@ mod tests {
         let td = tempfile::tempdir().unwrap();
         assert!(!is_mount_point(td.path()).unwrap());
         assert!(!is_mount_point(&td.path().join("missing")).unwrap());
+        let link = td.path().join("link-to-root");
+        std::os::unix::fs::symlink("/", &link).unwrap();
+        assert!(!is_mount_point(&link).unwrap());
         let u = fs_usage(td.path()).unwrap();
         assert!(
             u.total_bytes > 0

@@ -45,19 +45,23 @@ for lane in "${lanes[@]}"; do
         tail -n 20 "$OUT/$name-driver.log" >&2
         exit 1
     fi
-    set +e
-    (cd "$dir" && timeout -k 30 "$SANITY_LIMIT" "$PEERS_BIN/csi-sanity" --csi.endpoint "$dir/csi.sock" \
+    # --foreground: in the lane's process group, so a signal to the lane reaches it too; and
+    # tracked, so the EXIT trap stops it before undoing the mounts it works on.
+    (cd "$dir" && exec timeout --foreground -k 30 "$SANITY_LIMIT" "$PEERS_BIN/csi-sanity" \
+        --csi.endpoint "$dir/csi.sock" \
         --csi.testvolumeaccesstype "$access" --csi.testvolumesize "$size" \
         --csi.mountdir "$dir/mnt" --csi.stagingdir "$dir/staging" \
         --ginkgo.no-color --ginkgo.junit-report "$OUT/$name-junit.xml" \
-        --ginkgo.json-report "$OUT/$name.json" >"$OUT/$name.log" 2>&1)
-    rc=$?
-    set -e
+        --ginkgo.json-report "$OUT/$name.json" >"$OUT/$name.log" 2>&1) &
+    sanity_pid=$!
+    lane_track "$sanity_pid"
+    rc=0
+    wait "$sanity_pid" || rc=$?
     if ((rc == 124 || rc == 137)); then
         echo "csi-sanity $name: TIMED OUT after ${SANITY_LIMIT}s (csi-sanity stopped)" >&2
     fi
     # The driver was started by this loop: stopped by its pid, then what it left is undone.
-    lane_stop "${LANE_PIDS[-1]}" 30
+    lane_stop "${LANE_PIDS[-2]}" 30
     lane_unmount_under "$dir"
     lane_detach_loops_under "$dir"
     echo "csi-sanity $name: $(tail -n 1 "$OUT/$name.log")"

@@ -50,12 +50,15 @@ if [[ ! -S "$tmp/hostpath.sock" ]]; then
     exit 1
 fi
 
-set +e
-timeout -k 60 "$HOSTPATH_LIMIT" "$HARNESS" run --endpoint "unix://$tmp/hostpath.sock" --profile "$PROFILE" \
+# --foreground: in the lane's process group, so a signal to the lane reaches the harness.
+timeout --foreground -k 60 "$HOSTPATH_LIMIT" "$HARNESS" run --endpoint "unix://$tmp/hostpath.sock" \
+    --profile "$PROFILE" \
     --junit "$OUT/junit.xml" --json "$OUT/summary.json" --markdown "$OUT/summary.md" \
-    --seed 1 --work-dir "$tmp/work" -q >"$OUT/harness.log" 2>&1
-rc=$?
-set -e
+    --seed 1 --work-dir "$tmp/work" -q >"$OUT/harness.log" 2>&1 &
+harness_pid=$!
+lane_track "$harness_pid"
+rc=0
+wait "$harness_pid" || rc=$?
 ((rc == 124 || rc == 137)) && echo "hostpath lane: the harness TIMED OUT after ${HOSTPATH_LIMIT}s" >&2
 tail -n 5 "$OUT/harness.log"
 lane_stop "${LANE_PIDS[0]}" 30

@@ -18,7 +18,7 @@ lane_tmp() {
     # signal too and are cleaning up, so the trap lets them finish instead of signalling again
     # (a second signal makes the harness stop its cleanup at once).
     LANE_SIGNALLED=""
-    trap 'LANE_SIGNALLED=1; exit 130' INT
+    trap 'exit 130' INT # background jobs of a script ignore SIGINT: they are sent SIGTERM
     trap 'LANE_SIGNALLED=1; exit 143' TERM
     trap 'LANE_SIGNALLED=1; exit 129' HUP
 }

@@ -95,24 +95,40 @@ fn image(h: &Harness, id: &str) -> PathBuf {
     h.state_dir.join("volumes").join(format!("{id}.img"))
 }
 
-/// Loop devices bound to `image` (losetup matches by device and inode).
+/// Loop devices bound to `image` (losetup matches by device and inode). A detach the kernel
+/// deferred because a prober (udev's blkid) still had the device open shows as AUTOCLEAR for
+/// a moment; such devices get a short grace period before they count.
 fn loops_of(image: &Path) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let listed = list_loops(image);
+        let detaching = listed.iter().any(|(_, autoclear)| *autoclear);
+        if !detaching || started.elapsed() > Duration::from_secs(3) {
+            return listed.into_iter().map(|(name, _)| name).collect();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn list_loops(image: &Path) -> Vec<(String, bool)> {
     let out = Command::new("timeout")
         .args([
             "30",
             "losetup",
             "--noheadings",
             "--output",
-            "NAME",
-            "--associated",
+            "NAME,AUTOCLEAR",
         ])
+        .arg("--associated")
         .arg(image)
         .output()
         .expect("losetup");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((parts.next()?.to_string(), parts.next()? == "1"))
+        })
         .collect()
 }
 
@@ -129,14 +145,17 @@ fn mounts_at(path: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every mount of the device `dev` ("major:minor") on the machine.
-fn mounts_of_dev(dev: &str) -> Vec<PathBuf> {
+/// Every mount of the device `dev` ("major:minor") under `root` (a freed loop device number
+/// may be taken by a parallel test at once, so only this test's node dirs are looked at).
+fn mounts_of_dev(dev: &str, root: &Path) -> Vec<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = root.canonicalize().unwrap();
     info.lines()
         .filter_map(|l| {
             let fields: Vec<&str> = l.split(' ').collect();
             (fields.get(2) == Some(&dev)).then(|| PathBuf::from(fields[4]))
         })
+        .filter(|p| p.starts_with(&root))
         .collect()
 }
 
@@ -387,6 +406,28 @@ async fn failed_detach_is_recorded_and_retried() {
     unstage(&h, &vol, &staging, None).await.unwrap();
     assert_agree(&h, &vol, &staging, true);
 
+    // A start-up retry that fails again stays pending for the next NodeUnstage.
+    stage(&h, &vol, &staging, &mount_cap(""), None)
+        .await
+        .unwrap();
+    set_knob(&h, "fail-detach", true);
+    assert!(unstage(&h, &vol, &staging, None).await.is_err());
+    set_knob(&h, "fail-detach", true);
+    h.stop();
+    h.restart().await;
+    assert!(
+        !knob(&h, "fail-detach").exists(),
+        "start-up did not retry the detach"
+    );
+    assert_eq!(
+        node_work(&h, &vol)["pending_detach"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    unstage(&h, &vol, &staging, None).await.unwrap();
+    assert_agree(&h, &vol, &staging, true);
+
     // Retried at start-up; then DeleteVolume leaves nothing (the harness checks on drop).
     stage(&h, &vol, &staging, &mount_cap(""), None)
         .await
@@ -562,7 +603,7 @@ async fn clone_shares_source_mounts_one_filesystem_once() {
             "the clone's image is the source's"
         );
         let dev = rdev(&loops[0]);
-        let mut on_device = mounts_of_dev(&dev);
+        let mut on_device = mounts_of_dev(&dev, &h.node_root);
         on_device.sort();
         let mut expected = vec![
             src_staging.canonicalize().unwrap(),
@@ -589,13 +630,13 @@ async fn clone_shares_source_mounts_one_filesystem_once() {
             "detached while still in use"
         );
         assert_eq!(
-            mounts_of_dev(&dev),
+            mounts_of_dev(&dev, &h.node_root),
             vec![order[1].1.canonicalize().unwrap()]
         );
         assert!(order[1].1.join("leak").exists());
         unstage(&h, order[1].0, order[1].1, None).await.unwrap();
         assert!(loops_of(&image(&h, &src)).is_empty());
-        assert!(mounts_of_dev(&dev).is_empty());
+        assert!(mounts_of_dev(&dev, &h.node_root).is_empty());
         assert!(h.state_json()["node_work"].is_null(), "{}", h.state_json());
         h.delete(&clone).await;
         h.delete(&src).await;

@@ -50,15 +50,18 @@ pub enum VolumeStats {
 type VolumeHold = tokio::sync::OwnedRwLockWriteGuard<()>;
 
 impl Driver {
-    /// Runs `work` to completion in its own task even if the caller (the RPC handler) is
-    /// dropped: a client deadline then only stops the wait, never the unit half-way.
-    async fn unit<T, F, Fut>(self: &Arc<Self>, work: F) -> DriverResult<T>
+    /// Takes the volume's lock here, in the caller, so units run in the order their requests
+    /// came (the lock is fair), then runs `work` to completion in its own task holding it, even
+    /// if the caller (the RPC handler) is dropped: a client deadline then only stops the wait,
+    /// never the unit half-way. Dropped while still waiting for the lock, nothing happens.
+    async fn unit<T, F, Fut>(self: &Arc<Self>, id: &str, work: F) -> DriverResult<T>
     where
-        F: FnOnce(Arc<Driver>) -> Fut,
+        F: FnOnce(Arc<Driver>, VolumeRecord, VolumeHold) -> Fut,
         Fut: Future<Output = DriverResult<T>> + Send + 'static,
         T: Send + 'static,
     {
-        tokio::spawn(work(Arc::clone(self))).await?
+        let (volume, hold) = self.hold_volume(id).await?;
+        tokio::spawn(work(Arc::clone(self), volume, hold)).await?
     }
 
     async fn hold_volume(&self, id: &str) -> DriverResult<(VolumeRecord, VolumeHold)> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::host::{self, FileId};
-use super::{Driver, PublishRequest, check_access_type, normalise, published_key};
+use super::{Driver, PublishRequest, VolumeHold, check_access_type, normalise, published_key};
 use crate::core::{blocking, path_string};
 use crate::error::{DriverError, DriverResult};
 use crate::state::{AccessType, NodeIntent, Staging, VolumeRecord};
@@ -15,18 +15,27 @@ impl Driver {
     pub async fn publish_volume(self: &Arc<Self>, mut request: PublishRequest) -> DriverResult<()> {
         request.staging_path = normalise(&request.staging_path);
         request.target_path = normalise(&request.target_path);
-        self.unit(move |d| async move { d.publish_unit(request).await })
-            .await
+        let id = request.volume_id.clone();
+        self.unit(&id, move |d, volume, hold| async move {
+            d.publish_unit(volume, hold, request).await
+        })
+        .await
     }
 
     pub async fn unpublish_volume(self: &Arc<Self>, id: &str, target: &Path) -> DriverResult<()> {
-        let (id, target) = (id.to_string(), normalise(target));
-        self.unit(move |d| async move { d.unpublish_unit(&id, &target).await })
-            .await
+        let target = normalise(target);
+        self.unit(id, move |d, volume, hold| async move {
+            d.unpublish_unit(volume, hold, &target).await
+        })
+        .await
     }
 
-    async fn publish_unit(&self, request: PublishRequest) -> DriverResult<()> {
-        let (volume, _hold) = self.hold_volume(&request.volume_id).await?;
+    async fn publish_unit(
+        &self,
+        volume: VolumeRecord,
+        _hold: VolumeHold,
+        request: PublishRequest,
+    ) -> DriverResult<()> {
         check_access_type(&volume, request.access_type)?;
         let staged = staged_at(&volume, &request.staging_path)?;
         let target = request.target_path.clone();
@@ -76,8 +85,13 @@ impl Driver {
         Ok(())
     }
 
-    async fn unpublish_unit(&self, id: &str, target: &Path) -> DriverResult<()> {
-        let (volume, _hold) = self.hold_volume(id).await?;
+    async fn unpublish_unit(
+        &self,
+        volume: VolumeRecord,
+        _hold: VolumeHold,
+        target: &Path,
+    ) -> DriverResult<()> {
+        let id = volume.id.as_str();
         let key = published_key(&volume, target);
         let device = volume.staged.as_ref().map(|s| s.device.clone());
         let image = self.store.volume_image(id);

@@ -58,6 +58,8 @@ fn reconcile(store: &StateStore) -> Result<Vec<String>, Box<dyn std::error::Erro
             )),
         }
     }
+    // Devices that would not detach stay pending on their volumes, for the next NodeUnstage.
+    let mut still_pending: Vec<(String, PathBuf)> = Vec::new();
     for d in loops.iter().filter(|d| !kept_devices.contains(&d.path)) {
         match storage::loopdev::detach(&d.path) {
             Ok(()) => actions.push(format!(
@@ -65,11 +67,15 @@ fn reconcile(store: &StateStore) -> Result<Vec<String>, Box<dyn std::error::Erro
                 d.path.display(),
                 d.backing_name
             )),
-            Err(e) => actions.push(format!("could not detach {}: {e}", d.path.display())),
+            Err(e) => {
+                actions.push(format!("could not detach {}: {e}", d.path.display()));
+                let owners = images.owners.get(&d.backing).into_iter().flatten();
+                still_pending.extend(owners.map(|id| (id.clone(), d.path.clone())));
+            }
         }
     }
     let unfinished = state.node_work.keys().cloned().collect::<Vec<_>>();
-    if !stale.is_empty() || !unfinished.is_empty() {
+    if !stale.is_empty() || !unfinished.is_empty() || !still_pending.is_empty() {
         store.update(|s| {
             for id in &stale {
                 if let Some(v) = s.volumes.get_mut(id) {
@@ -78,6 +84,9 @@ fn reconcile(store: &StateStore) -> Result<Vec<String>, Box<dyn std::error::Erro
                 }
             }
             s.node_work.clear();
+            for (id, device) in &still_pending {
+                s.with_node_work(id, |w| w.pending_detach.push(device.clone()));
+            }
         })?;
         actions.extend(
             stale

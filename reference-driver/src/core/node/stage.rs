@@ -38,8 +38,11 @@ enum StageCheck {
 impl Driver {
     pub async fn stage_volume(self: &Arc<Self>, mut request: StageRequest) -> DriverResult<()> {
         request.staging_path = normalise(&request.staging_path);
-        self.unit(move |d| async move { d.stage_unit(request).await })
-            .await
+        let id = request.volume_id.clone();
+        self.unit(&id, move |d, volume, hold| async move {
+            d.stage_unit(volume, hold, request).await
+        })
+        .await
     }
 
     pub async fn unstage_volume(
@@ -47,9 +50,11 @@ impl Driver {
         id: &str,
         staging_path: &Path,
     ) -> DriverResult<()> {
-        let (id, path) = (id.to_string(), normalise(staging_path));
-        self.unit(move |d| async move { d.unstage_unit(&id, &path).await })
-            .await
+        let path = normalise(staging_path);
+        self.unit(id, move |d, volume, hold| async move {
+            d.unstage_unit(volume, hold, &path).await
+        })
+        .await
     }
 
     /// The image's identity, held exclusively: volumes that share one image (hard links) stage
@@ -64,8 +69,12 @@ impl Driver {
         Ok((file, self.locks.exclusive(&key).await))
     }
 
-    async fn stage_unit(&self, request: StageRequest) -> DriverResult<()> {
-        let (volume, _hold) = self.hold_volume(&request.volume_id).await?;
+    async fn stage_unit(
+        &self,
+        volume: VolumeRecord,
+        _hold: VolumeHold,
+        request: StageRequest,
+    ) -> DriverResult<()> {
         check_stage_request(&volume, &request)?;
         let (image, _image_hold) = self.hold_image(&volume.id).await?;
         let image = image.ok_or_else(|| {
@@ -184,8 +193,13 @@ impl Driver {
         Ok(())
     }
 
-    async fn unstage_unit(&self, id: &str, path: &Path) -> DriverResult<()> {
-        let (volume, _hold) = self.hold_volume(id).await?;
+    async fn unstage_unit(
+        &self,
+        volume: VolumeRecord,
+        _hold: VolumeHold,
+        path: &Path,
+    ) -> DriverResult<()> {
+        let id = volume.id.as_str();
         let (image, _image_hold) = self.hold_image(id).await?;
         let staged = volume
             .staged

@@ -115,7 +115,7 @@ impl Interrupt {
         let left = self.ledger.pending();
         if !left.is_empty() {
             eprintln!(
-                "csi-clone-conformance: cleanup ended after {:?}; left behind:",
+                "csi-clone-conformance: not removed (cleanup budget {:?}):",
                 self.budget
             );
             print_left(&left);

@@ -786,3 +786,92 @@ async fn paths_are_compared_normalised() {
     assert_agree(&h, &vol, &staging, false);
     h.delete(&vol).await;
 }
+
+async fn publish_call(
+    h: &Harness,
+    id: &str,
+    staging: &Path,
+    target: &Path,
+    deadline: Duration,
+) -> Result<(), tonic::Status> {
+    let mut request = tonic::Request::new(csi::NodePublishVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: s(staging),
+        target_path: s(target),
+        volume_capability: Some(mount_cap("")),
+        ..Default::default()
+    });
+    request.set_timeout(deadline);
+    let mut node = h.node();
+    match tokio::time::timeout(deadline, node.node_publish_volume(request)).await {
+        Ok(r) => r.map(drop),
+        Err(_) => Err(tonic::Status::deadline_exceeded("client gave up")),
+    }
+}
+
+async fn unpublish_call(
+    h: &Harness,
+    id: &str,
+    target: &Path,
+    deadline: Duration,
+) -> Result<(), tonic::Status> {
+    let mut request = tonic::Request::new(csi::NodeUnpublishVolumeRequest {
+        volume_id: id.into(),
+        target_path: s(target),
+    });
+    request.set_timeout(deadline);
+    let mut node = h.node();
+    match tokio::time::timeout(deadline, node.node_unpublish_volume(request)).await {
+        Ok(r) => r.map(drop),
+        Err(_) => Err(tonic::Status::deadline_exceeded("client gave up")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelled_publish_and_unpublish_leave_record_and_mount_agreeing() {
+    let h = Harness::start().await;
+    let vol = h
+        .create_ok(req("v", mount_cap(""), VOL, None))
+        .await
+        .volume_id;
+    let staging = staging_dir(&h, "v");
+    stage(&h, &vol, &staging, &mount_cap(""), None)
+        .await
+        .unwrap();
+    let target = staging.parent().unwrap().join("target");
+    let long = Duration::from_secs(30);
+    for round in 0..8u64 {
+        let d = Duration::from_millis(1 + round * 7);
+        let _ = publish_call(&h, &vol, &staging, &target, d).await;
+        let _ = unpublish_call(&h, &vol, &target, d).await;
+        let _ = publish_call(&h, &vol, &staging, &target, d).await;
+        // Waits for the units in flight (the volume lock is fair), then is the idempotent case.
+        publish_call(&h, &vol, &staging, &target, long)
+            .await
+            .unwrap();
+        let recorded = h.state_json()["volumes"][&vol]["published"]
+            .as_object()
+            .map_or(0, |m| m.len());
+        assert_eq!(recorded, 1, "round {round}: {}", h.state_json());
+        assert_eq!(
+            mounts_at(&target).len(),
+            1,
+            "round {round}: one bind at the target"
+        );
+        unpublish_call(&h, &vol, &target, long).await.unwrap();
+        assert!(
+            mounts_at(&target).is_empty() && !target.exists(),
+            "round {round}"
+        );
+        assert!(
+            h.state_json()["volumes"][&vol]["published"]
+                .as_object()
+                .is_none_or(|m| m.is_empty())
+        );
+        assert!(node_work(&h, &vol).is_null(), "{}", node_work(&h, &vol));
+    }
+    unstage(&h, &vol, &staging, None).await.unwrap();
+    assert_agree(&h, &vol, &staging, true);
+    never_frozen(&h, "cancelled publishes");
+    h.delete(&vol).await;
+}

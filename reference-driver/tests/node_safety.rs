@@ -731,6 +731,46 @@ async fn restart_after_sigkill_reconciles_the_node() {
     h.restart().await;
     assert_agree(&h, &vol, &staging, true);
 
+    // Killed between a publish's bind and its record: the intent names the target, and the
+    // restart unmounts it; a bind of the staged volume that the driver never made (a CO's own,
+    // say) is not the driver's to remove.
+    stage(&h, &vol, &staging, &mount_cap(""), None)
+        .await
+        .unwrap();
+    let target = staging.parent().unwrap().join("target");
+    h.node()
+        .node_publish_volume(csi::NodePublishVolumeRequest {
+            volume_id: vol.clone(),
+            staging_target_path: s(&staging),
+            target_path: s(&target),
+            volume_capability: Some(mount_cap("")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let foreign = staging.parent().unwrap().join("co-bind");
+    fs::create_dir_all(&foreign).unwrap();
+    rustix::mount::mount_bind(&staging, &foreign).unwrap();
+    h.kill();
+    let mut state = h.state_json();
+    state["volumes"][&vol]["published"] = serde_json::json!({});
+    state["node_work"] = serde_json::json!({ &vol: { "intent": { "publish": s(&target) } } });
+    fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    h.restart().await;
+    assert!(
+        mounts_at(&target).is_empty(),
+        "the unrecorded publish bind stayed"
+    );
+    assert_eq!(
+        mounts_at(&foreign).len(),
+        1,
+        "a bind the driver never made was removed"
+    );
+    assert_agree(&h, &vol, &staging, true);
+    rustix::mount::unmount(&foreign, rustix::mount::UnmountFlags::empty()).unwrap();
+    unstage(&h, &vol, &staging, None).await.unwrap();
+    assert_agree(&h, &vol, &staging, true);
+
     // A record whose mount went while the driver was down: dropped, device detached.
     stage(&h, &vol, &staging, &mount_cap(""), None)
         .await

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::Driver;
 use super::host::{self, DevNum, FileId, LoopDevice, MountEntry};
-use crate::state::{AccessType, State, StateStore};
+use crate::state::{AccessType, NodeIntent, State, StateStore};
 use crate::storage;
 
 /// This driver's images by identity: which volumes each one backs (hard links share one).
@@ -44,18 +44,24 @@ fn reconcile(store: &StateStore) -> Result<Vec<String>, Box<dyn std::error::Erro
     let mounts = host::mounts()?;
     let (kept_devices, kept_mounts, stale) = valid_stages(&state, &images, &loops, &mounts);
     let mut actions = Vec::new();
-    let rdevs: BTreeSet<DevNum> = loops.iter().map(|d| d.rdev).collect();
-    // Last mounted first, so stacked and nested mounts come off in order.
-    for m in mounts.iter().rev() {
-        if kept_mounts.contains(&m.mount_point) || !shows_any(m, &rdevs) {
-            continue;
-        }
-        match storage::mount::unmount(&m.mount_point) {
-            Ok(()) => actions.push(format!("unmounted {}", m.mount_point.display())),
-            Err(e) => actions.push(format!(
-                "could not unmount {}: {e}",
-                m.mount_point.display()
-            )),
+    // Only mounts of devices about to be detached: extra mounts of a volume that is validly
+    // staged (a kubelet's subPath binds, say) are not ours to judge.
+    let orphans: BTreeSet<DevNum> = loops
+        .iter()
+        .filter(|d| !kept_devices.contains(&d.path))
+        .map(|d| d.rdev)
+        .collect();
+    let mut doomed: Vec<PathBuf> = mounts
+        .iter()
+        .rev() // last mounted first, so stacked and nested mounts come off in order
+        .filter(|m| !kept_mounts.contains(&m.mount_point) && shows_any(m, &orphans))
+        .map(|m| m.mount_point.clone())
+        .collect();
+    doomed.extend(unrecorded_publishes(&state, &loops, &kept_devices, &mounts));
+    for path in doomed {
+        match storage::mount::unmount(&path) {
+            Ok(()) => actions.push(format!("unmounted {}", path.display())),
+            Err(e) => actions.push(format!("could not unmount {}: {e}", path.display())),
         }
     }
     // Devices that would not detach stay pending on their volumes, for the next NodeUnstage.
@@ -175,6 +181,44 @@ fn valid_stages(
         }
     }
     (devices, kept, stale)
+}
+
+/// Binds a crash left between a publish's bind and its record: the recorded intent names the
+/// target, and its top mount must show the volume's (kept) device.
+fn unrecorded_publishes(
+    state: &State,
+    loops: &[LoopDevice],
+    kept_devices: &BTreeSet<PathBuf>,
+    mounts: &[MountEntry],
+) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for (id, work) in &state.node_work {
+        let (Some(NodeIntent::Publish(target)), Some(v)) = (&work.intent, state.volumes.get(id))
+        else {
+            continue;
+        };
+        let Some(staged) = v
+            .staged
+            .as_ref()
+            .filter(|s| kept_devices.contains(&s.device))
+        else {
+            continue;
+        };
+        if v.published.keys().any(|k| host::normalise(k) == *target) {
+            continue;
+        }
+        let rdev = loops
+            .iter()
+            .find(|d| d.path == staged.device)
+            .map(|d| d.rdev);
+        let shows = host::top_mount_at(mounts, target)
+            .zip(rdev)
+            .is_some_and(|(m, r)| host::mount_shows(m, target, r));
+        if shows {
+            found.push(target.clone());
+        }
+    }
+    found
 }
 
 /// A mount of one of `rdevs`: a filesystem on it or a bind of its directories, or a bind of the

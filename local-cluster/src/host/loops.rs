@@ -82,36 +82,67 @@ impl LoopDevice {
     }
 }
 
-/// Every loop device bound to a file of the run; a device whose backing path names the run
-/// directory but cannot be proven to be bound to one of its files is left alone and reported
-/// in `problems`.
+/// Every loop device bound to a file of the run, then those stacked on one of them; a device
+/// whose backing path names the run directory but cannot be proven to be bound to one of its
+/// files is left alone and reported in `problems`. In discovery order: a stacked device comes
+/// after the one below it.
 pub(crate) fn find(run: &RunDir, problems: &mut Vec<String>) -> Vec<LoopDevice> {
     let Ok(entries) = std::fs::read_dir(SYS_BLOCK) else {
         return Vec::new();
     };
-    let mut found = Vec::new();
-    let named = entries
+    let mut all: Vec<LoopDevice> = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|name| name.starts_with("loop"))
         .filter_map(|name| describe(&name))
-        .filter(|device| run.contains(&device.backing));
-    for device in named {
-        match proven(&device, run) {
-            Ok(()) => found.push(device),
-            Err(why) => problems.push(format!(
+        .collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut found = Vec::new();
+    let mut unproven = Vec::new();
+    for device in all.iter().filter(|d| run.contains(&d.backing)) {
+        match proven(device, run) {
+            Ok(()) => found.push(device.clone()),
+            Err(why) => unproven.push((device, why)),
+        }
+    }
+    add_stacked(&all, &mut found);
+    for (device, why) in unproven {
+        if !found.iter().any(|f| f.name == device.name) {
+            problems.push(format!(
                 "loop device {} names {} but is left alone: {why}",
                 device.device.display(),
                 device.backing.display()
-            )),
+            ));
         }
     }
-    found.sort_by(|a, b| a.name.cmp(&b.name));
     found
+}
+
+/// Adds the loop devices bound to the device node of one in `found` (by its device number):
+/// the kubelet binds one over each block volume it maps, which keeps ours open. Its backing
+/// path is a bind mount below the run directory, and only `/` once that is unmounted.
+fn add_stacked(all: &[LoopDevice], found: &mut Vec<LoopDevice>) {
+    for _ in 0..all.len() {
+        let more: Vec<LoopDevice> = all
+            .iter()
+            .filter(|d| !found.iter().any(|f| f.name == d.name))
+            .filter(|d| {
+                bound_file(&d.device).is_ok_and(|bound| {
+                    let number = format!("{}:{}", libc::major(bound.rdev), libc::minor(bound.rdev));
+                    bound.rdev != 0 && found.iter().any(|f| f.numbers.contains(&number))
+                })
+            })
+            .cloned()
+            .collect();
+        if more.is_empty() {
+            return;
+        }
+        found.extend(more);
+    }
 }
 
 /// Whether the device is bound to a file of the run, by device and inode.
 fn proven(device: &LoopDevice, run: &RunDir) -> Result<(), String> {
-    let (dev, ino) = bound_file(&device.device)?;
+    let Bound { dev, ino, .. } = bound_file(&device.device)?;
     match std::fs::symlink_metadata(&device.backing) {
         Ok(meta) if (meta.dev(), meta.ino()) == (dev, ino) => Ok(()),
         Ok(_) => Err("that path names another file now".into()),
@@ -128,8 +159,16 @@ fn proven(device: &LoopDevice, run: &RunDir) -> Result<(), String> {
     }
 }
 
-/// `(st_dev, st_ino)` of the file the device is bound to.
-fn bound_file(device: &Path) -> Result<(u64, u64), String> {
+/// The file a loop device is bound to, as the kernel holds it.
+struct Bound {
+    /// `st_dev` and `st_ino` of the file.
+    dev: u64,
+    ino: u64,
+    /// `st_rdev` when the file is a device node, else 0.
+    rdev: u64,
+}
+
+fn bound_file(device: &Path) -> Result<Bound, String> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
@@ -145,7 +184,11 @@ fn bound_file(device: &Path) -> Result<(u64, u64), String> {
             std::io::Error::last_os_error()
         ));
     }
-    Ok((info.lo_device, info.lo_inode))
+    Ok(Bound {
+        dev: info.lo_device,
+        ino: info.lo_inode,
+        rdev: info.lo_rdevice,
+    })
 }
 
 /// The device `loopN` if it is bound to a file.
@@ -187,7 +230,8 @@ pub(crate) fn detach_all(
     options: &SweepOptions,
     report: &mut SweepReport,
 ) {
-    for device in devices {
+    // Stacked devices first: each holds the one below it open.
+    for device in devices.into_iter().rev() {
         if backing_file(&device.name).as_ref() != Some(&device.backing) {
             continue; // already detached, or rebound to something else since we looked
         }

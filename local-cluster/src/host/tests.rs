@@ -86,6 +86,14 @@ impl Scene {
         device
     }
 
+    /// A loop device over the device node `lower`, as the kubelet makes over a mapped block
+    /// volume.
+    pub(super) fn loop_over(&mut self, lower: &str) -> String {
+        let device = run("losetup", &["-f", "--show", lower]);
+        self.loops.push((device.clone(), PathBuf::from(lower)));
+        device
+    }
+
     /// Mount points at or below `dir` now, from mountinfo as the `mount` tools see it.
     pub(super) fn mounts_below(dir: &Path) -> Vec<PathBuf> {
         let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

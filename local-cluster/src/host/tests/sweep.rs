@@ -160,6 +160,26 @@ fn host_sweep_detaches_loop_device_backed_in_run_dir() {
 }
 
 #[test]
+fn host_sweep_detaches_a_loop_device_stacked_on_one_of_the_run() {
+    let mut scene = Scene::new();
+    let base = scene.dir();
+    let run = base.join("run");
+    std::fs::create_dir_all(&run).expect("run");
+    let lower = scene.loop_device(&run.join("block.img"), 8, false);
+    let upper = scene.loop_over(&lower);
+
+    let report = sweep(&run, &[]);
+    assert!(report.is_clean(), "{:?}", report.failed);
+    let detached: Vec<_> = report.detached.iter().map(|d| d.device.clone()).collect();
+    assert_eq!(
+        detached,
+        [Path::new(&upper), Path::new(&lower)],
+        "upper first"
+    );
+    assert!(!backing_file_exists(&upper) && !backing_file_exists(&lower));
+}
+
+#[test]
 fn host_sweep_unmounts_loop_device_mounted_elsewhere() {
     let mut scene = Scene::new();
     let base = scene.dir();

@@ -52,6 +52,9 @@ pub(crate) struct LoopDevice {
     name: String,
     device: PathBuf,
     backing: PathBuf,
+    /// The file it is bound to: its identity, which (unlike the backing path, which turns into
+    /// `/` when the file's mount is detached) stays the same until the device is unbound.
+    bound: Bound,
     /// `major:minor` of the device and of its partitions, to find their mounts.
     numbers: Vec<String>,
 }
@@ -126,10 +129,9 @@ fn add_stacked(all: &[LoopDevice], found: &mut Vec<LoopDevice>) {
             .iter()
             .filter(|d| !found.iter().any(|f| f.name == d.name))
             .filter(|d| {
-                bound_file(&d.device).is_ok_and(|bound| {
-                    let number = format!("{}:{}", libc::major(bound.rdev), libc::minor(bound.rdev));
-                    bound.rdev != 0 && found.iter().any(|f| f.numbers.contains(&number))
-                })
+                let rdev = d.bound.rdev;
+                let number = format!("{}:{}", libc::major(rdev), libc::minor(rdev));
+                rdev != 0 && found.iter().any(|f| f.numbers.contains(&number))
             })
             .cloned()
             .collect();
@@ -142,7 +144,7 @@ fn add_stacked(all: &[LoopDevice], found: &mut Vec<LoopDevice>) {
 
 /// Whether the device is bound to a file of the run, by device and inode.
 fn proven(device: &LoopDevice, run: &RunDir) -> Result<(), String> {
-    let Bound { dev, ino, .. } = bound_file(&device.device)?;
+    let Bound { dev, ino, .. } = device.bound;
     match std::fs::symlink_metadata(&device.backing) {
         Ok(meta) if (meta.dev(), meta.ino()) == (dev, ino) => Ok(()),
         Ok(_) => Err("that path names another file now".into()),
@@ -160,6 +162,7 @@ fn proven(device: &LoopDevice, run: &RunDir) -> Result<(), String> {
 }
 
 /// The file a loop device is bound to, as the kernel holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Bound {
     /// `st_dev` and `st_ino` of the file.
     dev: u64,
@@ -195,6 +198,8 @@ fn bound_file(device: &Path) -> Result<Bound, String> {
 fn describe(name: &str) -> Option<LoopDevice> {
     let sys = Path::new(SYS_BLOCK).join(name);
     let backing = backing_file(name)?;
+    let device = Path::new("/dev").join(name);
+    let bound = bound_file(&device).ok()?;
     let mut numbers = vec![read_trimmed(&sys.join("dev"))?];
     // Partitions appear as /sys/block/loopN/loopNpM, each with its own dev file.
     if let Ok(entries) = std::fs::read_dir(&sys) {
@@ -206,8 +211,9 @@ fn describe(name: &str) -> Option<LoopDevice> {
     }
     Some(LoopDevice {
         name: name.to_string(),
-        device: Path::new("/dev").join(name),
+        device,
         backing,
+        bound,
         numbers,
     })
 }
@@ -232,7 +238,7 @@ pub(crate) fn detach_all(
 ) {
     // Stacked devices first: each holds the one below it open.
     for device in devices.into_iter().rev() {
-        if backing_file(&device.name).as_ref() != Some(&device.backing) {
+        if !still_bound(&device) {
             continue; // already detached, or rebound to something else since we looked
         }
         mounts::unmount_all(|m| device.is_mounted_by(m), report);
@@ -256,7 +262,7 @@ fn detach(device: &LoopDevice, options: &SweepOptions) -> Result<(), String> {
     clear_fd(&device.device)?;
     let deadline = Instant::now() + options.detach_wait;
     loop {
-        if backing_file(&device.name).as_ref() != Some(&device.backing) {
+        if !still_bound(device) {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -267,6 +273,11 @@ fn detach(device: &LoopDevice, options: &SweepOptions) -> Result<(), String> {
         }
         std::thread::sleep(options.poll);
     }
+}
+
+/// Whether the device is still bound to the same file.
+fn still_bound(device: &LoopDevice) -> bool {
+    bound_file(&device.device).is_ok_and(|bound| bound == device.bound)
 }
 
 fn clear_fd(device: &Path) -> Result<(), String> {

@@ -166,7 +166,14 @@ fn host_sweep_detaches_a_loop_device_stacked_on_one_of_the_run() {
     let run = base.join("run");
     std::fs::create_dir_all(&run).expect("run");
     let lower = scene.loop_device(&run.join("block.img"), 8, false);
-    let upper = scene.loop_over(&lower);
+    // As the kubelet maps a block volume: the device node bind-mounted into the run directory,
+    // and a loop device over that path. Once the (busy) bind mount is lazily unmounted, the
+    // upper device's backing path reads `/`.
+    let node = run.join("volumeDevices/dev/pod-uid");
+    std::fs::create_dir_all(node.parent().expect("parent")).expect("dir");
+    File::create(&node).expect("mount point");
+    super::run("mount", &["--bind", &lower, &node.to_string_lossy()]);
+    let upper = scene.loop_over(&node.to_string_lossy());
 
     let report = sweep(&run, &[]);
     assert!(report.is_clean(), "{:?}", report.failed);

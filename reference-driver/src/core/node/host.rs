@@ -5,12 +5,12 @@
 
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use crate::storage::{Result, StorageError};
+use crate::storage::{self, Result, StorageError};
 
 /// A device number as (major, minor).
 pub(super) type DevNum = (u32, u32);
@@ -39,27 +39,6 @@ pub(super) fn file_id(path: &Path) -> Result<FileId> {
         ino: meta.ino(),
     })
 }
-
-/// `struct loop_info64` of linux/loop.h (232 bytes); only the first two fields are read.
-#[repr(C)]
-struct LoopInfo64 {
-    lo_device: u64,
-    lo_inode: u64,
-    lo_rdevice: u64,
-    lo_offset: u64,
-    lo_sizelimit: u64,
-    lo_number: u32,
-    lo_encrypt_type: u32,
-    lo_encrypt_key_size: u32,
-    lo_flags: u32,
-    lo_file_name: [u8; 64],
-    lo_crypt_name: [u8; 64],
-    lo_encrypt_key: [u8; 32],
-    lo_init: [u64; 2],
-}
-
-const _: () = assert!(std::mem::size_of::<LoopInfo64>() == 232);
-const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 
 /// The kernel encodes `lo_device` with `huge_encode_dev` (the "new" dev_t layout).
 fn decode_kernel_dev(dev: u64) -> DevNum {
@@ -94,15 +73,12 @@ pub(super) fn binding(device: &Path) -> Result<Option<FileId>> {
     Ok(binding_of(&file))
 }
 
+/// Unbound (ENXIO) and non-loop (ENOTTY) devices fail the ioctl and mean "no binding".
 fn binding_of(file: &File) -> Option<FileId> {
-    // SAFETY: all-zero bytes are a valid LoopInfo64 (integers and byte arrays only).
-    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
-    // SAFETY: the fd is open for the call, `info` is a writable loop_info64 of the size the
-    // kernel writes. Unbound (ENXIO) and non-loop (ENOTTY) devices fail and mean "no binding".
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_GET_STATUS64, &mut info) };
-    (rc == 0).then(|| FileId {
-        dev: decode_kernel_dev(info.lo_device),
-        ino: info.lo_inode,
+    let (dev, ino) = storage::loopdev::backing_file_id(file.as_fd()).ok()?;
+    Some(FileId {
+        dev: decode_kernel_dev(dev),
+        ino,
     })
 }
 

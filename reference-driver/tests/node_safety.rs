@@ -150,7 +150,7 @@ async fn failed_detach_is_recorded_and_retried() {
     unstage(&h, &vol, &staging, None).await.unwrap();
     assert_agree(&h, &vol, &staging, true);
 
-    // Retried at start-up; then DeleteVolume leaves nothing (the harness checks on drop).
+    // Retried at start-up.
     stage(&h, &vol, &staging, &mount_cap(""), None)
         .await
         .unwrap();
@@ -159,8 +159,28 @@ async fn failed_detach_is_recorded_and_retried() {
     h.stop();
     h.restart().await;
     assert_agree(&h, &vol, &staging, true);
-    never_frozen(&h, "failed detaches");
+
+    // Retried by DeleteVolume, with no NodeUnstage or restart between: refused while the
+    // detach fails again (image kept), then the volume goes and nothing is left.
+    stage(&h, &vol, &staging, &mount_cap(""), None)
+        .await
+        .unwrap();
+    set_knob(&h, "fail-detach", true);
+    assert!(unstage(&h, &vol, &staging, None).await.is_err());
+    let img = image(&h, &vol);
+    set_knob(&h, "fail-detach", true);
+    let request = csi::DeleteVolumeRequest {
+        volume_id: vol.clone(),
+        ..Default::default()
+    };
+    let err = h.ctl().delete_volume(request).await.unwrap_err();
+    assert!(err.message().contains("injected detach failure"), "{err:?}");
+    assert!(img.exists() && h.volume_ids().await.contains(&vol));
+    assert_eq!(loops_of(&img).len(), 1, "the device was not kept pending");
     h.delete(&vol).await;
+    assert!(!img.exists(), "image kept after DeleteVolume");
+    assert!(loops_of(&img).is_empty() && node_work(&h, &vol).is_null());
+    never_frozen(&h, "failed detaches");
 }
 
 #[tokio::test(flavor = "multi_thread")]

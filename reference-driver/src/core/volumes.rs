@@ -345,6 +345,9 @@ impl Driver {
                 staged.staging_path.display()
             )));
         }
+        // A detach that failed at NodeUnstage is retried here, so the CO's DeleteVolume retry
+        // can succeed without another NodeUnstage or a restart.
+        self.release_node_leftovers(id).await?;
         // Unlinking an image a loop device still holds would leave the device (and whatever
         // is mounted from it) on a file nothing can name; the spec lets DeleteVolume refuse a
         // volume in use.

@@ -300,12 +300,10 @@ impl Driver {
         }
     }
 
-    /// For DeleteVolume (caller holds the volume lock): finishes what node calls left to do,
-    /// so an image is never unlinked while a loop device still holds it.
-    #[allow(dead_code)] // until DeleteVolume (core/volumes.rs) calls it
+    /// For DeleteVolume (caller holds the volume lock): retries a detach that NodeUnstage could
+    /// not do, so the image is not refused as still held, nor unlinked under a loop device.
     pub(in crate::core) async fn release_node_leftovers(&self, id: &str) -> DriverResult<()> {
-        let image = self.store.volume_image(id);
-        let file = blocking(move || Ok(host::file_id(&image).ok())).await?;
+        let (file, _image_hold) = self.hold_image(id).await?;
         self.settle_pending_detach(id, file).await
     }
 }

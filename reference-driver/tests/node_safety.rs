@@ -1,5 +1,4 @@
-//! Node operations that cannot be half-done, and never harm what is not theirs: cancelled
-//! NodeStage/NodeUnstage, failed detaches, mounts removed behind the driver's back, volumes
+//! Node operations that cannot be half-done, and never harm what is not theirs: failed detaches, mounts removed behind the driver's back, volumes
 //! without a filesystem, mounts that were at the staging path first, the clone-shares-source
 //! fault (one filesystem, one loop device), and SIGKILL mid-stage. After each step the host
 //! (/proc/self/mountinfo, the loop devices bound to the image) must agree with state.json, and
@@ -14,7 +13,6 @@ mod common;
 mod support;
 
 use std::fs;
-use std::time::Duration;
 
 use common::*;
 use csi_proto::v1 as csi;
@@ -22,69 +20,6 @@ use support::*;
 use tonic::Code;
 
 // ---------- the tests ----------
-
-#[tokio::test(flavor = "multi_thread")]
-async fn cancelled_stage_and_unstage_complete_as_a_unit() {
-    let h = with_knobs(Harness::start().await).await;
-    let vol = h
-        .create_ok(req("v", mount_cap(""), VOL, None))
-        .await
-        .volume_id;
-    let staging = staging_dir(&h, "v");
-
-    set_knob(&h, "slow-attach", true);
-    let r = stage(&h, &vol, &staging, &mount_cap(""), Some(SHORT)).await;
-    assert!(r.is_err(), "the stage should outlast its deadline");
-    set_knob(&h, "slow-attach", false);
-    // The unit goes on without its caller and records what it did.
-    wait_for("the cancelled stage to be recorded", || {
-        staged_record(&h, &vol).is_some()
-    })
-    .await;
-    wait_for("the intent to clear", || node_work(&h, &vol).is_null()).await;
-    assert_agree(&h, &vol, &staging, true);
-    never_frozen(&h, "cancelled stage");
-    // The CO's retry is the idempotent case: verified, nothing mounted twice.
-    stage(&h, &vol, &staging, &mount_cap(""), None)
-        .await
-        .unwrap();
-    assert_agree(&h, &vol, &staging, true);
-    fs::write(staging.join("kept"), b"data").unwrap();
-
-    set_knob(&h, "slow-detach", true);
-    let r = unstage(&h, &vol, &staging, Some(SHORT)).await;
-    assert!(r.is_err(), "the unstage should outlast its deadline");
-    set_knob(&h, "slow-detach", false);
-    // `staged` went with the unmount; the detach finishes without the caller.
-    assert!(
-        staged_record(&h, &vol).is_none(),
-        "still staged after the unmount"
-    );
-    wait_for("the cancelled unstage to detach", || {
-        loops_of(&image(&h, &vol)).is_empty() && node_work(&h, &vol).is_null()
-    })
-    .await;
-    assert_agree(&h, &vol, &staging, true);
-    unstage(&h, &vol, &staging, None).await.unwrap();
-    clone_and_snapshot(&h, &vol, "after-cancel").await;
-
-    // Many short deadlines at random points of stage and unstage: every settled state agrees.
-    for round in 0..6u64 {
-        let d = Duration::from_millis(5 + round * 15);
-        let _ = stage(&h, &vol, &staging, &mount_cap(""), Some(d)).await;
-        let _ = unstage(&h, &vol, &staging, Some(d)).await;
-        // The next call waits for the units in flight (the volume lock is fair).
-        stage(&h, &vol, &staging, &mount_cap(""), None)
-            .await
-            .unwrap();
-        assert_agree(&h, &vol, &staging, true);
-        assert_eq!(fs::read(staging.join("kept")).unwrap(), b"data");
-        unstage(&h, &vol, &staging, None).await.unwrap();
-        assert_agree(&h, &vol, &staging, true);
-    }
-    never_frozen(&h, "cancellations");
-    h.delete(&vol).await;
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_detach_is_recorded_and_retried() {
@@ -555,54 +490,5 @@ async fn paths_are_compared_normalised() {
     );
     unstage(&h, &vol, &odd_staging, None).await.unwrap();
     assert_agree(&h, &vol, &staging, false);
-    h.delete(&vol).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn cancelled_publish_and_unpublish_leave_record_and_mount_agreeing() {
-    let h = Harness::start().await;
-    let vol = h
-        .create_ok(req("v", mount_cap(""), VOL, None))
-        .await
-        .volume_id;
-    let staging = staging_dir(&h, "v");
-    stage(&h, &vol, &staging, &mount_cap(""), None)
-        .await
-        .unwrap();
-    let target = staging.parent().unwrap().join("target");
-    let long = Duration::from_secs(30);
-    for round in 0..8u64 {
-        let d = Duration::from_millis(1 + round * 7);
-        let _ = publish_call(&h, &vol, &staging, &target, d).await;
-        let _ = unpublish_call(&h, &vol, &target, d).await;
-        let _ = publish_call(&h, &vol, &staging, &target, d).await;
-        // Waits for the units in flight (the volume lock is fair), then is the idempotent case.
-        publish_call(&h, &vol, &staging, &target, long)
-            .await
-            .unwrap();
-        let recorded = h.state_json()["volumes"][&vol]["published"]
-            .as_object()
-            .map_or(0, |m| m.len());
-        assert_eq!(recorded, 1, "round {round}: {}", h.state_json());
-        assert_eq!(
-            mounts_at(&target).len(),
-            1,
-            "round {round}: one bind at the target"
-        );
-        unpublish_call(&h, &vol, &target, long).await.unwrap();
-        assert!(
-            mounts_at(&target).is_empty() && !target.exists(),
-            "round {round}"
-        );
-        assert!(
-            h.state_json()["volumes"][&vol]["published"]
-                .as_object()
-                .is_none_or(|m| m.is_empty())
-        );
-        assert!(node_work(&h, &vol).is_null(), "{}", node_work(&h, &vol));
-    }
-    unstage(&h, &vol, &staging, None).await.unwrap();
-    assert_agree(&h, &vol, &staging, true);
-    never_frozen(&h, "cancelled publishes");
     h.delete(&vol).await;
 }

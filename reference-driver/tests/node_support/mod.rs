@@ -1,6 +1,8 @@
-//! Helpers for `node_safety.rs`: the knob-driven `losetup` double, views of the host
+//! Helpers for the node tests: the knob-driven `losetup` double, views of the host
 //! (loop devices bound to an image, mounts from /proc/self/mountinfo), the host/state agreement
-//! check, and node calls with client deadlines.
+//! check, and node calls with client deadlines. Shared by `node_safety.rs` and `node_units.rs`,
+//! each of which uses a subset.
+#![allow(dead_code)]
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

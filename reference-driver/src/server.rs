@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use csi_proto::v1::{
     controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
@@ -29,18 +30,49 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// SIGTERM and SIGINT, listened to from start to exit: the first stops serving, a second one
+/// stops the wait for node units.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        }
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }
 
-/// Serves until `shutdown` resolves, finishing in-flight calls first.
+/// How long a stopping driver waits for node units whose callers are gone. A unit that is not
+/// stuck takes seconds (losetup alone is cut off at 30 s); a stuck one (a fsck may take 300 s)
+/// must not keep the driver from stopping, since start-up reconciliation finishes what it cut
+/// from the intent it recorded.
+pub const NODE_UNITS_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Serves until `shutdown` resolves, finishing in-flight calls first, then the node units
+/// that outlived their calls (up to `NODE_UNITS_SHUTDOWN_DEADLINE`).
 pub async fn serve_until(
+    driver: Arc<Driver>,
+    endpoint: &Endpoint,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let served = serve_calls(driver.clone(), endpoint, shutdown).await;
+    driver.finish_node_units(NODE_UNITS_SHUTDOWN_DEADLINE).await;
+    served
+}
+
+async fn serve_calls(
     driver: Arc<Driver>,
     endpoint: &Endpoint,
     shutdown: impl std::future::Future<Output = ()> + Send,
@@ -82,8 +114,22 @@ pub async fn serve_until(
     Ok(())
 }
 
+/// Serves until SIGTERM or SIGINT, then finishes like `serve_until`; a second signal ends the
+/// wait for node units at once.
 pub async fn serve(driver: Arc<Driver>, endpoint: &Endpoint) -> Result<(), ServeError> {
-    serve_until(driver, endpoint, shutdown_signal()).await
+    let mut signals = Signals::new();
+    let first = async {
+        let signal = signals.recv().await;
+        tracing::info!("{signal}: shutting down");
+    };
+    let served = serve_calls(driver.clone(), endpoint, first).await;
+    tokio::select! {
+        () = driver.finish_node_units(NODE_UNITS_SHUTDOWN_DEADLINE) => {}
+        signal = signals.recv() => tracing::warn!(
+            "{signal} again: not waiting for node units; start-up reconciliation will finish them"
+        ),
+    }
+    served
 }
 
 /// A socket left by a killed driver is replaced; any other file at the path is left alone.

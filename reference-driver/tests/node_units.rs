@@ -1,6 +1,7 @@
 //! Node units: each stage/publish and its inverse runs to completion in its own task, so a
-//! cancelled RPC (client deadline) stops only the caller's wait. After each step the host
-//! (mounts, loop devices bound to the image) must agree with state.json.
+//! cancelled RPC (client deadline) stops only the caller's wait, and a driver told to stop
+//! (SIGTERM) waits for the units in flight before it exits. After each step the host (mounts,
+//! loop devices bound to the image) must agree with state.json.
 //!
 //! The driver runs with the `losetup` wrapper of `node_support` first on its PATH, which can
 //! sleep after an attach or before a detach to hold a unit in flight.
@@ -75,6 +76,45 @@ async fn cancelled_stage_and_unstage_complete_as_a_unit() {
         assert_agree(&h, &vol, &staging, true);
     }
     never_frozen(&h, "cancellations");
+    h.delete(&vol).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_waits_for_units_whose_callers_are_gone() {
+    let mut h = with_knobs(Harness::start().await).await;
+    let vol = h
+        .create_ok(req("v", mount_cap(""), VOL, None))
+        .await
+        .volume_id;
+    let staging = staging_dir(&h, "v");
+    let img = image(&h, &vol);
+
+    // A stage whose caller gave up is still attaching when the driver is told to stop.
+    set_knob(&h, "slow-attach", true);
+    let r = stage(&h, &vol, &staging, &mount_cap(""), Some(SHORT)).await;
+    assert!(r.is_err(), "the stage should outlast its deadline");
+    wait_for("the attach", || !list_loops(&img).is_empty()).await;
+    let status = h.stop();
+    set_knob(&h, "slow-attach", false);
+    assert!(status.success(), "driver exit after SIGTERM: {status}");
+    // Read while the driver is down: nothing at start-up has repaired anything yet.
+    assert!(staged_record(&h, &vol).is_some(), "the stage was cut off");
+    assert!(node_work(&h, &vol).is_null(), "{}", node_work(&h, &vol));
+    assert_agree(&h, &vol, &staging, true);
+
+    // An unstage whose caller gave up is about to detach when the driver is told to stop.
+    h.restart().await;
+    set_knob(&h, "slow-detach", true);
+    let r = unstage(&h, &vol, &staging, Some(SHORT)).await;
+    assert!(r.is_err(), "the unstage should outlast its deadline");
+    let status = h.stop();
+    set_knob(&h, "slow-detach", false);
+    assert!(status.success(), "driver exit after SIGTERM: {status}");
+    assert!(staged_record(&h, &vol).is_none());
+    assert_agree(&h, &vol, &staging, true);
+
+    h.restart().await;
+    never_frozen(&h, "shutdown");
     h.delete(&vol).await;
 }
 

@@ -27,6 +27,7 @@ pub struct Driver {
     pub config: DriverConfig,
     pub store: StateStore,
     locks: KeyedLocks,
+    units: node::NodeUnits,
 }
 
 /// What a new volume is populated from, resolved while the source is held shared.
@@ -55,6 +56,7 @@ impl Driver {
             config,
             store,
             locks: KeyedLocks::default(),
+            units: node::NodeUnits::default(),
         })
     }
 

@@ -12,6 +12,7 @@ mod host;
 mod publish;
 mod reconcile;
 mod stage;
+mod units;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use crate::state::{AccessType, VolumeRecord};
 use crate::storage::{self, FsType, mount::FsUsage};
 
 pub(crate) use host::normalise;
+pub(super) use units::NodeUnits;
 
 #[derive(Clone, Debug)]
 pub struct StageRequest {
@@ -54,14 +56,30 @@ impl Driver {
     /// came (the lock is fair), then runs `work` to completion in its own task holding it, even
     /// if the caller (the RPC handler) is dropped: a client deadline then only stops the wait,
     /// never the unit half-way. Dropped while still waiting for the lock, nothing happens.
-    async fn unit<T, F, Fut>(self: &Arc<Self>, id: &str, work: F) -> DriverResult<T>
+    /// `what` (the RPC) names the unit in the shutdown log.
+    async fn unit<T, F, Fut>(self: &Arc<Self>, what: &str, id: &str, work: F) -> DriverResult<T>
     where
         F: FnOnce(Arc<Driver>, VolumeRecord, VolumeHold) -> Fut,
         Fut: Future<Output = DriverResult<T>> + Send + 'static,
         T: Send + 'static,
     {
         let (volume, hold) = self.hold_volume(id).await?;
-        tokio::spawn(work(Arc::clone(self), volume, hold)).await?
+        let work = work(Arc::clone(self), volume, hold);
+        self.units.spawn(format!("{what} {id}"), work).await?
+    }
+
+    /// For a stopping server, once no call is left: waits up to `deadline` for the node units
+    /// still running (their callers gone), so none is cut off between its host work and its
+    /// state update. Logs what was still running if the deadline expires.
+    pub async fn finish_node_units(&self, deadline: std::time::Duration) {
+        let left = self.units.finish(deadline).await;
+        if !left.is_empty() {
+            tracing::error!(
+                units = ?left,
+                ?deadline,
+                "node units still running at shutdown; start-up reconciliation will finish them"
+            );
+        }
     }
 
     async fn hold_volume(&self, id: &str) -> DriverResult<(VolumeRecord, VolumeHold)> {

@@ -16,17 +16,21 @@ impl Driver {
         request.staging_path = normalise(&request.staging_path);
         request.target_path = normalise(&request.target_path);
         let id = request.volume_id.clone();
-        self.unit(&id, move |d, volume, hold| async move {
-            d.publish_unit(volume, hold, request).await
-        })
+        self.unit(
+            "NodePublishVolume",
+            &id,
+            move |d, volume, hold| async move { d.publish_unit(volume, hold, request).await },
+        )
         .await
     }
 
     pub async fn unpublish_volume(self: &Arc<Self>, id: &str, target: &Path) -> DriverResult<()> {
         let target = normalise(target);
-        self.unit(id, move |d, volume, hold| async move {
-            d.unpublish_unit(volume, hold, &target).await
-        })
+        self.unit(
+            "NodeUnpublishVolume",
+            id,
+            move |d, volume, hold| async move { d.unpublish_unit(volume, hold, &target).await },
+        )
         .await
     }
 

@@ -39,7 +39,7 @@ impl Driver {
     pub async fn stage_volume(self: &Arc<Self>, mut request: StageRequest) -> DriverResult<()> {
         request.staging_path = normalise(&request.staging_path);
         let id = request.volume_id.clone();
-        self.unit(&id, move |d, volume, hold| async move {
+        self.unit("NodeStageVolume", &id, move |d, volume, hold| async move {
             d.stage_unit(volume, hold, request).await
         })
         .await
@@ -51,7 +51,7 @@ impl Driver {
         staging_path: &Path,
     ) -> DriverResult<()> {
         let path = normalise(staging_path);
-        self.unit(id, move |d, volume, hold| async move {
+        self.unit("NodeUnstageVolume", id, move |d, volume, hold| async move {
             d.unstage_unit(volume, hold, &path).await
         })
         .await

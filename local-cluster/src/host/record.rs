@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::atomic;
 use super::error::HostError;
 use super::pid::ProcessId;
+use super::pidfiles::PidFiles;
 use super::snapshot::HostSnapshot;
 
 /// What a run leaves on disk so that it can be undone without it.
@@ -19,9 +20,15 @@ use super::snapshot::HostSnapshot;
 pub struct RunRecord {
     /// The harness process; while it lives, the run is its own to tear down.
     pub owner: ProcessId,
+    /// The boot the record was made in: in another, its pids and start times name nothing.
+    #[serde(default)]
+    pub boot_id: String,
     pub snapshot: HostSnapshot,
     /// Every process the cluster started, in start order.
     pub processes: Vec<RecordedProcess>,
+    /// Where the run's daemons name the processes they start detached.
+    #[serde(default)]
+    pub pid_files: Vec<PidFiles>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +44,10 @@ impl RunRecord {
     pub fn new(owner: ProcessId, snapshot: HostSnapshot) -> RunRecord {
         RunRecord {
             owner,
+            boot_id: boot_id(),
             snapshot,
             processes: Vec::new(),
+            pid_files: Vec::new(),
         }
     }
 
@@ -46,9 +55,17 @@ impl RunRecord {
         &self.snapshot.run_dir
     }
 
-    /// The recorded processes' identities.
+    /// The run's processes: the recorded ones and those its pid files prove; none if the
+    /// record comes from another boot.
     pub fn process_ids(&self) -> Vec<ProcessId> {
-        self.processes.iter().map(|p| p.id).collect()
+        if self.boot_id != boot_id() {
+            return Vec::new();
+        }
+        let mut ids: Vec<ProcessId> = self.processes.iter().map(|p| p.id).collect();
+        for files in &self.pid_files {
+            ids.extend(files.processes(self.owner));
+        }
+        ids
     }
 
     pub fn save(&self, path: &Path) -> Result<(), HostError> {
@@ -81,6 +98,13 @@ impl RunRecord {
             }
         }
     }
+}
+
+/// This boot's id; empty if the kernel does not say.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// The name of an adopted child in a record.

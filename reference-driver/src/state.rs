@@ -122,8 +122,8 @@ pub struct NodeWork {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<NodeIntent>,
     /// Loop devices the volume was unstaged from whose detach failed; retried at the next
-    /// NodeStage/NodeUnstage and at start-up, each only while the device is still bound to
-    /// the volume's image.
+    /// NodeStage/NodeUnstage, at DeleteVolume and at start-up, each only while the device is
+    /// still bound to the volume's image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_detach: Vec<PathBuf>,
 }

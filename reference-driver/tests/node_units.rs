@@ -119,6 +119,39 @@ async fn sigterm_waits_for_units_whose_callers_are_gone() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn second_sigterm_stops_the_wait_and_start_up_finishes_the_unit() {
+    let mut h = with_knobs(Harness::start().await).await;
+    let vol = h
+        .create_ok(req("v", mount_cap(""), VOL, None))
+        .await
+        .volume_id;
+    let staging = staging_dir(&h, "v");
+    let img = image(&h, &vol);
+
+    set_knob(&h, "slow-attach", true);
+    let r = stage(&h, &vol, &staging, &mount_cap(""), Some(SHORT)).await;
+    assert!(r.is_err(), "the stage should outlast its deadline");
+    wait_for("the attach", || !list_loops(&img).is_empty()).await;
+    h.signal(rustix::process::Signal::TERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second SIGTERM comes while the unit still sleeps in the wrapper (2 s after attach).
+    let status = h.stop();
+    set_knob(&h, "slow-attach", false);
+    assert!(status.success(), "driver exit after SIGTERM: {status}");
+    assert!(
+        staged_record(&h, &vol).is_none(),
+        "the wait was not cut short"
+    );
+    assert!(!node_work(&h, &vol)["intent"].is_null(), "intent recorded");
+
+    // Start-up reconciliation undoes what the cut unit left on the host.
+    h.restart().await;
+    assert_agree(&h, &vol, &staging, true);
+    never_frozen(&h, "second signal");
+    h.delete(&vol).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cancelled_publish_and_unpublish_leave_record_and_mount_agreeing() {
     let h = Harness::start().await;
     let vol = h

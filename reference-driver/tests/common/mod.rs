@@ -78,6 +78,13 @@ impl Harness {
         }
     }
 
+    /// Sends `signal` to the driver without waiting for it.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = self.process.as_ref().expect("driver running").pid();
+        let pid = rustix::process::Pid::from_raw(pid as i32).expect("driver pid");
+        rustix::process::kill_process(pid, signal).expect("signal the driver");
+    }
+
     /// SIGKILL: a crash.
     pub fn kill(&mut self) {
         self.process.take().expect("driver running").kill();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::ClusterError;
 use crate::host::{
-    CleanReport, HostSnapshot, LiveRecord, PidFiles, ProcessId, Registry, RunRecord, SweepOptions,
+    CleanReport, HostSnapshot, LiveRecord, ProcessId, Registry, RunRecord, SweepOptions,
     clean_stale,
 };
 
@@ -20,12 +20,10 @@ pub fn clean_earlier_runs(registry: &Registry) -> Result<CleanReport, ClusterErr
     Ok(clean_stale(registry, &lock, &SweepOptions::default()))
 }
 
-/// Cleans up after earlier runs, then creates `root`, snapshots the host and records the run
-/// (with the pid files its daemons will write).
+/// Cleans up after earlier runs, then creates `root`, snapshots the host and records the run.
 pub(crate) fn claim_host(
     root: &Path,
     registry: &Registry,
-    pid_files: Vec<PidFiles>,
 ) -> Result<Arc<LiveRecord>, ClusterError> {
     let lock = registry
         .lock()
@@ -58,12 +56,8 @@ pub(crate) fn claim_host(
     std::fs::create_dir_all(root).map_err(|e| ClusterError::io("create", root, e))?;
     let snapshot = HostSnapshot::take(root)
         .map_err(|e| ClusterError::setup("snapshot the host's state", e))?;
-    let record = RunRecord {
-        pid_files,
-        ..RunRecord::new(ProcessId::current(), snapshot)
-    };
     registry
-        .create(&lock, record)
+        .create(&lock, RunRecord::new(ProcessId::current(), snapshot))
         .map_err(|e| ClusterError::setup("save the run record", e))
 }
 
@@ -88,22 +82,18 @@ mod tests {
         let base = tempfile::tempdir().expect("temp dir");
         let registry = Registry::at(&base.path().join("registry"));
         let root = base.path().join("cluster");
-        let record = claim_host(&root, &registry, Vec::new()).expect("first claim");
+        let record = claim_host(&root, &registry).expect("first claim");
         assert!(root.is_dir() && record.path().exists());
         assert_eq!(record.get().owner, ProcessId::current());
 
         let other = base.path().join("other");
-        let err = claim_host(&other, &registry, Vec::new())
-            .unwrap_err()
-            .to_string();
+        let err = claim_host(&other, &registry).unwrap_err().to_string();
         assert!(err.contains("another local cluster is running"), "{err}");
         assert!(!other.exists(), "nothing made for a refused run");
         record.remove().expect("remove");
 
         std::fs::write(root.join("stray"), "x").expect("stray file");
-        let err = claim_host(&root, &registry, Vec::new())
-            .unwrap_err()
-            .to_string();
+        let err = claim_host(&root, &registry).unwrap_err().to_string();
         assert!(err.contains("no run record claims it"), "{err}");
         assert!(
             root.join("stray").exists(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use kube::Client;
 
 use crate::bins::{Binaries, POD_IMAGE};
-use crate::host::{self, Adopter, LiveRecord, PidFiles, Registry};
+use crate::host::{self, Adopter, LiveRecord, Registry};
 use crate::layout::Layout;
 use crate::pki::Pki;
 use crate::process::{Process, Spec, free_port};
@@ -129,15 +129,7 @@ impl LocalCluster {
         let bins = Binaries::find(&options.k8s_bin)?;
         let layout = Layout::new(&options.root)?;
         // Saved before anything of the run exists, so a SIGKILLed harness leaves the way back.
-        // containerd's shims leave it; each names itself in its task's bundle directory.
-        let shims = PidFiles {
-            dir: layout
-                .containerd
-                .join("state/io.containerd.runtime.v2.task"),
-            name: "shim.pid".into(),
-            depth: 2,
-        };
-        let record = claim::claim_host(&layout.root, &Registry::system(), vec![shims])?;
+        let record = claim::claim_host(&layout.root, &Registry::system())?;
         let cluster = LocalCluster {
             info: ClusterInfo {
                 node_name: NODE_NAME.to_string(),

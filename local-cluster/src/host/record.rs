@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::atomic;
 use super::error::HostError;
 use super::pid::ProcessId;
-use super::pidfiles::PidFiles;
 use super::snapshot::HostSnapshot;
 
 /// What a run leaves on disk so that it can be undone without it.
@@ -26,9 +25,6 @@ pub struct RunRecord {
     pub snapshot: HostSnapshot,
     /// Every process the cluster started, in start order.
     pub processes: Vec<RecordedProcess>,
-    /// Where the run's daemons name the processes they start detached.
-    #[serde(default)]
-    pub pid_files: Vec<PidFiles>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +43,6 @@ impl RunRecord {
             boot_id: boot_id(),
             snapshot,
             processes: Vec::new(),
-            pid_files: Vec::new(),
         }
     }
 
@@ -55,17 +50,12 @@ impl RunRecord {
         &self.snapshot.run_dir
     }
 
-    /// The run's processes: the recorded ones and those its pid files prove; none if the
-    /// record comes from another boot.
+    /// The recorded processes' identities; none if the record comes from another boot.
     pub fn process_ids(&self) -> Vec<ProcessId> {
         if self.boot_id != boot_id() {
             return Vec::new();
         }
-        let mut ids: Vec<ProcessId> = self.processes.iter().map(|p| p.id).collect();
-        for files in &self.pid_files {
-            ids.extend(files.processes(self.owner));
-        }
-        ids
+        self.processes.iter().map(|p| p.id).collect()
     }
 
     pub fn save(&self, path: &Path) -> Result<(), HostError> {

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use super::{Scene, eventually, fake_proc_sys, get_sysctl, gone, set_sysctl, sleeper};
 use crate::host::{
-    HostSnapshot, HostSpec, PidFiles, ProcessId, Registry, RunOutcome, RunRecord, SweepOptions,
-    clean_stale,
+    HostSnapshot, HostSpec, ProcessId, Registry, RunOutcome, RunRecord, SweepOptions, clean_stale,
 };
 
 fn fast() -> SweepOptions {
@@ -94,29 +93,11 @@ fn host_clean_undoes_a_killed_run_and_leaves_a_live_one_alone() {
     scene.mount_tmpfs(&dead.dir.join("kubelet/pods/volume"));
     std::fs::create_dir_all(dead.dir.join("driver")).expect("driver dir");
     let device = scene.loop_device(&dead.dir.join("driver/disk.img"), 8, false);
-    // Start times have clock-tick resolution: the bystander must start a tick before the owner.
-    std::thread::sleep(Duration::from_millis(50));
-    let shims = dead.dir.join("containerd/state");
-    let record = RunRecord {
-        pid_files: vec![PidFiles {
-            dir: shims.clone(),
-            name: "shim.pid".into(),
-            depth: 2,
-        }],
-        ..RunRecord::new(dead_owner(), dead.snapshot.clone())
-    };
+    let record = RunRecord::new(dead_owner(), dead.snapshot.clone());
     let record = registry.create(&lock, record).expect("record");
     record
         .add("kubelet", ProcessId::of(started).expect("started"))
         .expect("add");
-    // A daemon of the run names a process it started detached after the harness died; a stale
-    // pid file names a process that started before the run.
-    let detached = scene.spawn(sleeper());
-    for (id, pid) in [("new", detached), ("stale", bystander)] {
-        let dir = shims.join("k8s.io").join(id);
-        std::fs::create_dir_all(&dir).expect("bundle dir");
-        std::fs::write(dir.join("shim.pid"), pid.to_string()).expect("pid file");
-    }
 
     // The live run: its harness (a sleep standing in) still runs.
     let live = fake_run(&base, "live");
@@ -143,10 +124,6 @@ fn host_clean_undoes_a_killed_run_and_leaves_a_live_one_alone() {
     );
 
     assert!(scene.exited(started), "the started process runs\n{lines}");
-    assert!(
-        scene.exited(detached),
-        "the process of the pid file runs\n{lines}"
-    );
     assert!(
         eventually(Duration::from_secs(5), || gone(grandchild)),
         "{lines}"

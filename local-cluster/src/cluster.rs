@@ -16,6 +16,7 @@ use crate::layout::Layout;
 use crate::pki::Pki;
 use crate::process::{Process, Spec, free_port};
 use crate::registration::RegistrarHandle;
+use crate::spawner::Spawner;
 use crate::teardown::{self, Remains, TeardownReport};
 use crate::{ClusterError, claim, components};
 
@@ -96,6 +97,8 @@ pub struct LocalCluster {
     adopter: Option<Adopter>,
     /// Started processes, in start order (stopped in reverse).
     processes: Vec<Process>,
+    /// Forks them; declared after `processes` and dropped after the tear-down (`Drop`).
+    spawner: Spawner,
     registrar: Option<RegistrarHandle>,
     client: Option<Client>,
     down: bool,
@@ -129,6 +132,8 @@ impl LocalCluster {
         let bins = Binaries::find(&options.k8s_bin)?;
         let layout = Layout::new(&options.root)?;
         // Saved before anything of the run exists, so a SIGKILLed harness leaves the way back.
+        let spawner =
+            Spawner::new().map_err(|e| ClusterError::setup("start the spawner thread", e))?;
         let record = claim::claim_host(&layout.root, &Registry::system())?;
         let cluster = LocalCluster {
             info: ClusterInfo {
@@ -143,6 +148,7 @@ impl LocalCluster {
             adopter: Some(Adopter::start(record.clone())),
             record,
             processes: Vec::new(),
+            spawner,
             registrar: None,
             client: None,
             down: false,
@@ -200,13 +206,16 @@ impl LocalCluster {
         args: Vec<String>,
         env: Vec<(String, String)>,
     ) -> Result<usize, ClusterError> {
-        let process = Process::spawn(Spec {
-            name,
-            binary,
-            args,
-            env,
-            logs: &self.layout.logs,
-        })?;
+        let process = Process::spawn(
+            Spec {
+                name,
+                binary,
+                args,
+                env,
+                logs: &self.layout.logs,
+            },
+            &self.spawner,
+        )?;
         let id = process.id;
         self.processes.push(process);
         self.record

@@ -16,6 +16,7 @@ mod objects;
 mod pki;
 mod process;
 mod registration;
+mod spawner;
 mod teardown;
 
 pub use claim::clean_earlier_runs;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::ClusterError;
 use crate::host::ProcessId;
+use crate::spawner::Spawner;
 
 /// Readiness is polled at this interval: processes offer no watch.
 const POLL: Duration = Duration::from_millis(100);
@@ -34,7 +35,7 @@ pub struct Spec<'a> {
 }
 
 impl Process {
-    pub fn spawn(spec: Spec<'_>) -> Result<Process, ClusterError> {
+    pub fn spawn(spec: Spec<'_>, spawner: &Spawner) -> Result<Process, ClusterError> {
         use std::os::unix::process::CommandExt;
         let log = spec.logs.join(format!("{}.log", spec.name));
         let out = std::fs::File::create(&log).map_err(|e| ClusterError::io("create", &log, e))?;
@@ -42,14 +43,16 @@ impl Process {
             .try_clone()
             .map_err(|e| ClusterError::io("open", &log, e))?;
         tracing::debug!(component = spec.name, args = ?spec.args, "starting");
-        let child = Command::new(&spec.binary)
+        let mut command = Command::new(&spec.binary);
+        command
             .args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
+            .stderr(err);
+        let child = spawner
+            .spawn(command)
             .map_err(|source| ClusterError::Spawn {
                 component: spec.name.to_string(),
                 binary: spec.binary.clone(),
@@ -182,13 +185,17 @@ mod tests {
     #[tokio::test]
     async fn exits_during_start_up_carry_the_log_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let mut p = Process::spawn(Spec {
-            name: "failing",
-            binary: "/bin/sh".into(),
-            args: vec!["-c".into(), "echo boom >&2; exit 3".into()],
-            env: vec![],
-            logs: dir.path(),
-        })
+        let spawner = Spawner::new().unwrap();
+        let mut p = Process::spawn(
+            Spec {
+                name: "failing",
+                binary: "/bin/sh".into(),
+                args: vec!["-c".into(), "echo boom >&2; exit 3".into()],
+                env: vec![],
+                logs: dir.path(),
+            },
+            &spawner,
+        )
         .unwrap();
         let err = p
             .wait_ready(Duration::from_secs(10), || async {
@@ -204,13 +211,17 @@ mod tests {
     #[test]
     fn stop_terminates_and_reports() {
         let dir = tempfile::tempdir().unwrap();
-        let mut p = Process::spawn(Spec {
-            name: "sleeper",
-            binary: "/bin/sleep".into(),
-            args: vec!["600".into()],
-            env: vec![],
-            logs: dir.path(),
-        })
+        let spawner = Spawner::new().unwrap();
+        let mut p = Process::spawn(
+            Spec {
+                name: "sleeper",
+                binary: "/bin/sleep".into(),
+                args: vec!["600".into()],
+                env: vec![],
+                logs: dir.path(),
+            },
+            &spawner,
+        )
         .unwrap();
         let how = p.stop(Duration::from_secs(5)).expect("stopped");
         assert!(how.starts_with("stopped"), "{how}");

@@ -14,8 +14,10 @@ use rustix::process::{Pid, getpid, set_child_subreaper};
 use super::pid::{self, ProcessId};
 use super::record::{CHILD, LiveRecord};
 
-/// Between scans of our children: a shim is recorded at most this long after it detached.
-const SCAN_EVERY: Duration = Duration::from_millis(200);
+/// Between scans of our children: a shim is recorded at most this long after it detached (a
+/// harness killed within that window leaves that shim unrecorded; reading our threads'
+/// `children` files is cheap enough to do often).
+const SCAN_EVERY: Duration = Duration::from_millis(50);
 
 /// The running scan; [`Adopter::stop`] (or drop) ends it within one interval.
 pub struct Adopter {

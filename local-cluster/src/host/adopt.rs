@@ -2,8 +2,11 @@
 //! that leaves its parent, and would be reparented to init, out of reach of any ppid chain. So
 //! the harness makes itself a child subreaper while the cluster runs: such orphans become its
 //! children, which only descendants of the harness can, and a scan of its children records each
-//! one (by pid and start time) into the run's record.
+//! one (by pid and start time) into the run's record. Children the harness had before the
+//! cluster started are not the run's: a shell's `cmd > >(tee log)` makes `tee` a child of the
+//! harness, and killing it at tear-down would cut the harness's own output.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -22,6 +25,8 @@ const SCAN_EVERY: Duration = Duration::from_millis(50);
 /// The running scan; [`Adopter::stop`] (or drop) ends it within one interval.
 pub struct Adopter {
     record: Arc<LiveRecord>,
+    /// Our children before the cluster started: never recorded.
+    earlier: Arc<BTreeSet<ProcessId>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -32,14 +37,15 @@ impl Adopter {
         if let Err(e) = set_child_subreaper(Some(getpid())) {
             tracing::warn!("cannot become a child subreaper ({e}): shims may escape the record");
         }
+        let earlier = Arc::new(children_now());
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (record, stop) = (record.clone(), stop.clone());
+            let (record, stop, earlier) = (record.clone(), stop.clone(), earlier.clone());
             std::thread::Builder::new()
                 .name("local-cluster-adopt".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        scan(&record);
+                        scan(&record, &earlier);
                         std::thread::sleep(SCAN_EVERY);
                     }
                 })
@@ -48,6 +54,7 @@ impl Adopter {
         };
         Adopter {
             record,
+            earlier,
             stop,
             thread,
         }
@@ -55,7 +62,7 @@ impl Adopter {
 
     /// One scan now, so that tear-down works from a complete record.
     pub fn scan_now(&self) {
-        scan(&self.record);
+        scan(&self.record, &self.earlier);
     }
 
     /// Ends the scan and the subreaper role.
@@ -74,12 +81,22 @@ impl Drop for Adopter {
     }
 }
 
-/// Records every live child not recorded yet.
-fn scan(record: &LiveRecord) {
+fn children_now() -> BTreeSet<ProcessId> {
+    pid::own_children()
+        .into_iter()
+        .filter_map(ProcessId::of)
+        .collect()
+}
+
+/// Records every live child not recorded yet, except those that were there before.
+fn scan(record: &LiveRecord, earlier: &BTreeSet<ProcessId>) {
     for child in pid::own_children() {
         let Some(id) = ProcessId::of(child).filter(ProcessId::is_alive) else {
             continue;
         };
+        if earlier.contains(&id) {
+            continue;
+        }
         if let Err(e) = record.add(CHILD, id) {
             tracing::warn!("record child process {}: {e}", id.pid);
         }

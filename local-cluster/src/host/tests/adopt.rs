@@ -1,4 +1,5 @@
-//! The adoption scan records a daemon that left its parent, as a containerd shim does.
+//! The adoption scan records a daemon that left its parent, as a containerd shim does, and
+//! never a child the harness had before.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -28,6 +29,9 @@ fn host_adopt_records_a_detached_grandchild() {
     let record = registry
         .create(&lock, RunRecord::new(ProcessId::current(), snapshot))
         .expect("record");
+    // A child from before the cluster (a shell's `> >(tee log)`) is not the run's.
+    let mut earlier = Command::new("sleep").arg("60").spawn().expect("sleep");
+    let earlier_id = ProcessId::of(earlier.id() as i32).expect("the earlier child runs");
     let mut adopter = Adopter::start(record.clone());
 
     // The shell starts a sleep in the background and exits: the sleep is an orphan.
@@ -53,9 +57,17 @@ fn host_adopt_records_a_detached_grandchild() {
             .iter()
             .any(|p| p.id == id && p.name == "child")
     });
+    adopter.scan_now();
     adopter.stop();
     let _ = send(id, Signal::KILL);
+    let _ = earlier.kill();
+    let _ = earlier.wait();
     assert!(recorded, "{:?}", record.get().processes);
+    assert!(
+        !record.get().processes.iter().any(|p| p.id == earlier_id),
+        "a child from before the cluster was recorded: {:?}",
+        record.get().processes
+    );
     assert!(eventually(Duration::from_secs(5), || gone(orphan)));
     // The owner (this test) lives: its record is left alone.
     let report = clean_stale(&registry, &lock, &SweepOptions::default());

@@ -125,7 +125,7 @@ fn mount_points(info: &[u8]) -> impl Iterator<Item = PathBuf> + '_ {
 }
 
 /// Decodes the `\ooo` escapes the kernel uses for space, tab, newline and backslash.
-fn unescape(field: &[u8]) -> Vec<u8> {
+pub(crate) fn unescape(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {

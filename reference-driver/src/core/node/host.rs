@@ -158,29 +158,9 @@ fn parse_mountinfo(info: &[u8]) -> Vec<MountEntry> {
         .collect()
 }
 
-/// Decodes the `\ooo` escapes the kernel uses for space, tab, newline and backslash.
+/// A mountinfo path field, its octal escapes decoded.
 fn unescaped(field: &[u8]) -> PathBuf {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        let octal = field
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (field[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push(
-                    d.iter()
-                        .fold(0u8, |acc, c| acc.wrapping_mul(8) + (c - b'0')),
-                );
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    PathBuf::from(OsStr::from_bytes(&out))
+    PathBuf::from(OsStr::from_bytes(&storage::mount::unescape(field)))
 }
 
 /// How mountinfo spells `path`: symlinks resolved where the path exists.

@@ -116,6 +116,8 @@ struct Inner {
     sandbox: PathBuf,
     names: AtomicUsize,
     trace: Mutex<Vec<String>>,
+    /// Set by `advise`: the case passes as advisory with this note.
+    advisory: Mutex<Option<String>>,
 }
 
 impl CaseCtx {
@@ -143,6 +145,7 @@ impl CaseCtx {
                 sandbox,
                 names: AtomicUsize::new(0),
                 trace: Mutex::new(Vec::new()),
+                advisory: Mutex::new(None),
             }),
         }
     }
@@ -237,6 +240,30 @@ impl CaseCtx {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(line);
+    }
+
+    /// Makes a passing case advisory: it passes, and every report carries `note`. Notes of
+    /// one case are joined.
+    pub fn advise(&self, note: impl Into<String>) {
+        let note = note.into();
+        self.trace(format!("advisory: {note}"));
+        let mut slot = self
+            .inner
+            .advisory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *slot = Some(match slot.take() {
+            Some(earlier) => format!("{earlier}; {note}"),
+            None => note,
+        });
+    }
+
+    pub(crate) fn take_advisory(&self) -> Option<String> {
+        self.inner
+            .advisory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     pub fn take_trace(&self) -> Vec<String> {

@@ -34,6 +34,13 @@ impl Reporter for TerminalProgress {
                     let _ = writeln!(err, "  PASS  {} ({:.2}s)", record.id, record.duration_secs);
                 }
                 Outcome::Pass => {}
+                Outcome::Advisory { note } => {
+                    let _ = writeln!(
+                        err,
+                        "  ADVISORY {} ({:.2}s): {note}",
+                        record.id, record.duration_secs
+                    );
+                }
                 Outcome::Skipped { reason } if self.verbose => {
                     let _ = writeln!(err, "  SKIP  {}: {reason}", record.id);
                 }

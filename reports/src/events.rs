@@ -189,7 +189,8 @@ mod tests {
                 passed: 1,
                 failed: 0,
                 errors: 1,
-                skipped: 1
+                skipped: 1,
+                advisory: 0,
             }
         );
     }

@@ -13,14 +13,15 @@
 //!     "started_at": str (RFC 3339 UTC), "properties": { str: str, ... }
 //!   },
 //!   "duration_secs": f64,
-//!   "counts": { "passed": n, "failed": n, "errors": n, "skipped": n },   // derived, ignored on read
+//!   "counts": { "passed": n, "failed": n, "errors": n, "skipped": n, "advisory": n },   // derived, ignored on read
 //!   "cases": [                           // sorted by id
 //!     {
 //!       "id": str, "suite": str, "rule": str,
 //!       "outcome": { "status": "pass" }
 //!                | { "status": "fail", "message": str, "expected": str|null, "actual": str|null }
 //!                | { "status": "error", "message": str }
-//!                | { "status": "skipped", "reason": str },
+//!                | { "status": "skipped", "reason": str }
+//!                | { "status": "advisory", "note": str },
 //!       "duration_secs": f64, "trace": [str], "cleanup_errors": [str]
 //!     }
 //!   ],

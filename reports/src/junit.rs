@@ -5,7 +5,8 @@
 //! - one `<testsuite>` per [`CaseRecord::suite`], sorted by name, each carrying the run
 //!   information as `<properties>` (CI viewers often show only suite-level properties);
 //! - one `<testcase name=id classname=suite>` per case, sorted by id;
-//! - `Fail` → `<failure>`, `Error` → `<error>`, `Skipped` → `<skipped>`; cleanup errors go to
+//! - `Fail` → `<failure>`, `Error` → `<error>`, `Skipped` → `<skipped>`, `Advisory` → a pass
+//!   with an `advisory` property and the note in `<system-out>`; cleanup errors go to
 //!   the case's `<system-err>`;
 //! - leaks, if any, become a failing `run::leaks` case in a trailing `run` suite, so CI
 //!   notices them even when every case passed.
@@ -115,6 +116,8 @@ fn test_case(case: &CaseRecord) -> TestCase {
             push_trace(&mut text, &case.trace);
             non_success(NonSuccessKind::Error, message, text)
         }
+        // A pass; the note goes to system-out below and into a property, where viewers show it.
+        Outcome::Advisory { .. } => TestCaseStatus::success(),
         Outcome::Skipped { reason } => {
             let mut status = TestCaseStatus::skipped();
             status.set_message(reason);
@@ -124,6 +127,10 @@ fn test_case(case: &CaseRecord) -> TestCase {
     let mut test_case = TestCase::new(&case.id, status);
     test_case.set_classname(&case.suite);
     test_case.set_time(duration(case.duration_secs));
+    if let Outcome::Advisory { note } = &case.outcome {
+        test_case.add_property(Property::new("advisory", note));
+        test_case.set_system_out(format!("advisory: {note}\nrule: {}\n", case.rule));
+    }
     if !case.cleanup_errors.is_empty() {
         let mut text = String::from("cleanup errors:\n");
         for error in &case.cleanup_errors {

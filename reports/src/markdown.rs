@@ -23,6 +23,7 @@ pub fn to_markdown(report: &RunReport) -> String {
     failures(&mut out, &cases);
     errors(&mut out, &cases);
     skipped(&mut out, &cases);
+    advisories(&mut out, &cases);
     cleanup_errors(&mut out, &cases);
     leaks(&mut out, &report.leaks);
     out
@@ -41,7 +42,11 @@ fn verdict(counts: Counts, leaks: usize) -> String {
     } else if leaks > 0 {
         (
             "❌",
-            format!("{} of {total} {} passed", counts.passed, cases_word(total)),
+            format!(
+                "{} of {total} {} passed",
+                counts.passed + counts.advisory,
+                cases_word(total)
+            ),
         )
     } else if counts.errors > 0 {
         (
@@ -51,7 +56,11 @@ fn verdict(counts: Counts, leaks: usize) -> String {
     } else if counts.skipped > 0 {
         (
             "✅",
-            format!("{} of {total} {} passed", counts.passed, cases_word(total)),
+            format!(
+                "{} of {total} {} passed",
+                counts.passed + counts.advisory,
+                cases_word(total)
+            ),
         )
     } else {
         ("✅", format!("all {total} {} passed", cases_word(total)))
@@ -60,6 +69,9 @@ fn verdict(counts: Counts, leaks: usize) -> String {
     // Errors are the head only when nothing worse happened; otherwise they go in the tail.
     if counts.errors > 0 && (counts.failed > 0 || leaks > 0) {
         tail.push(format!("{} errored", counts.errors));
+    }
+    if counts.advisory > 0 {
+        tail.push(format!("{} advisory", counts.advisory));
     }
     if counts.skipped > 0 {
         tail.push(format!("{} skipped", counts.skipped));
@@ -121,16 +133,19 @@ fn suite_table(out: &mut String, cases: &[&CaseRecord]) {
     for case in cases {
         by_suite.entry(case.suite.as_str()).or_default().push(case);
     }
-    line(out, "| Suite | Passed | Failed | Errors | Skipped |");
-    line(out, "|---|--:|--:|--:|--:|");
+    line(
+        out,
+        "| Suite | Passed | Advisory | Failed | Errors | Skipped |",
+    );
+    line(out, "|---|--:|--:|--:|--:|--:|");
     for (suite, cases) in &by_suite {
         let c = Counts::of(cases.iter().copied());
         let name = code(suite, true);
         line(
             out,
             format!(
-                "| {name} | {} | {} | {} | {} |",
-                c.passed, c.failed, c.errors, c.skipped
+                "| {name} | {} | {} | {} | {} | {} |",
+                c.passed, c.advisory, c.failed, c.errors, c.skipped
             ),
         );
     }
@@ -138,8 +153,8 @@ fn suite_table(out: &mut String, cases: &[&CaseRecord]) {
     line(
         out,
         format!(
-            "| **Total** | **{}** | **{}** | **{}** | **{}** |",
-            c.passed, c.failed, c.errors, c.skipped
+            "| **Total** | **{}** | **{}** | **{}** | **{}** | **{}** |",
+            c.passed, c.advisory, c.failed, c.errors, c.skipped
         ),
     );
     line(out, "");
@@ -224,6 +239,30 @@ fn skipped(out: &mut String, cases: &[&CaseRecord]) {
             out,
             format!("- {}: {}", code(&case.id, false), text(reason)),
         );
+    }
+    line(out, "");
+}
+
+fn advisories(out: &mut String, cases: &[&CaseRecord]) {
+    let noted: Vec<_> = cases
+        .iter()
+        .filter_map(|case| match &case.outcome {
+            Outcome::Advisory { note } => Some((case, note)),
+            _ => None,
+        })
+        .collect();
+    if noted.is_empty() {
+        return;
+    }
+    line(out, "### Advisory");
+    line(out, "");
+    line(
+        out,
+        "Passed, with a note: what a user of this stack gets; no component is at fault.",
+    );
+    line(out, "");
+    for (case, note) in noted {
+        line(out, format!("- {}: {}", code(&case.id, false), text(note)));
     }
     line(out, "");
 }
@@ -350,6 +389,7 @@ mod tests {
             failed,
             errors,
             skipped,
+            advisory: 0,
         }
     }
 

@@ -58,6 +58,12 @@ pub enum Outcome {
         /// What broke.
         message: String,
     },
+    /// The case passed, with a note every report carries: what a user gets where the rule
+    /// is ambiguous or a component drops a request as documented, with no component at fault.
+    Advisory {
+        /// What happened, in one or two sentences.
+        note: String,
+    },
     /// The case did not run.
     Skipped {
         /// Why, e.g. an unmet requirement.
@@ -112,6 +118,8 @@ pub struct Counts {
     pub errors: usize,
     /// Cases that did not run.
     pub skipped: usize,
+    /// Cases that passed with a note ([`Outcome::Advisory`]); not counted in `passed`.
+    pub advisory: usize,
 }
 
 impl RunReport {
@@ -142,7 +150,7 @@ impl RunReport {
 impl Counts {
     /// All cases, whatever their outcome.
     pub fn total(&self) -> usize {
-        self.passed + self.failed + self.errors + self.skipped
+        self.passed + self.failed + self.errors + self.skipped + self.advisory
     }
 
     /// Counts of the given cases by outcome.
@@ -154,6 +162,7 @@ impl Counts {
                 Outcome::Fail { .. } => counts.failed += 1,
                 Outcome::Error { .. } => counts.errors += 1,
                 Outcome::Skipped { .. } => counts.skipped += 1,
+                Outcome::Advisory { .. } => counts.advisory += 1,
             }
         }
         counts
@@ -221,6 +230,7 @@ mod tests {
             ),
             case("s::e", Outcome::Skipped { reason: "r".into() }),
             case("s::f", Outcome::Skipped { reason: "r".into() }),
+            case("s::g", Outcome::Advisory { note: "n".into() }),
         ];
         let counts = report.counts();
         assert_eq!(
@@ -229,10 +239,11 @@ mod tests {
                 passed: 2,
                 failed: 1,
                 errors: 1,
-                skipped: 2
+                skipped: 2,
+                advisory: 1,
             }
         );
-        assert_eq!(counts.total(), 6);
+        assert_eq!(counts.total(), 7);
     }
 
     #[test]

@@ -85,6 +85,18 @@ fn fixture() -> RunReport {
             trace: vec![],
             cleanup_errors: vec![],
         },
+        CaseRecord {
+            id: "k8s_namespace::gate_off::namespaced_reference_is_dropped".into(),
+            suite: "k8s_namespace".into(),
+            rule: "k8s: dataSourceRef.namespace needs the CrossNamespaceVolumeDataSource gate"
+                .into(),
+            outcome: Outcome::Advisory {
+                note: "the API server dropped dataSourceRef: an empty volume bound".into(),
+            },
+            duration_secs: 1.5,
+            trace: vec!["create PVC clone-1 -> Bound, empty".into()],
+            cleanup_errors: vec![],
+        },
     ];
     report.leaks = vec!["volume vol-2 (cc-42-a)".into()];
     report

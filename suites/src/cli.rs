@@ -351,8 +351,9 @@ pub fn finish(result: Result<reports::RunReport, RunError>, junit: &std::path::P
         Ok(report) => {
             let counts = report.counts();
             println!(
-                "{} passed, {} failed, {} skipped",
+                "{} passed, {} advisory, {} failed, {} skipped",
                 counts.passed,
+                counts.advisory,
                 counts.failed + counts.errors,
                 counts.skipped
             );

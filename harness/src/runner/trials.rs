@@ -53,7 +53,10 @@ pub(super) fn run_trial(
     let result = handle.block_on(async move { tokio::time::timeout(limit, case).await });
     let cleanup_errors = handle.block_on(ctx.ledger().cleanup(Some(ctx.owner())));
     let mut outcome = match result {
-        Ok(Ok(())) => Outcome::Pass,
+        Ok(Ok(())) => match ctx.take_advisory() {
+            Some(note) => Outcome::Advisory { note },
+            None => Outcome::Pass,
+        },
         Ok(Err(CaseError::Fail(f))) => Outcome::Fail {
             message: f.message,
             expected: f.expected,
@@ -64,7 +67,8 @@ pub(super) fn run_trial(
             message: format!("case did not finish within {limit:?}"),
         },
     };
-    if outcome == Outcome::Pass && !cleanup_errors.is_empty() {
+    let passed = matches!(outcome, Outcome::Pass | Outcome::Advisory { .. });
+    if passed && !cleanup_errors.is_empty() {
         // Removing what a case made is part of the contract (DeleteVolume, NodeUnpublish...).
         outcome = Outcome::Fail {
             message: "cleanup after the case failed".into(),
@@ -73,7 +77,7 @@ pub(super) fn run_trial(
         };
     }
     let verdict = match &outcome {
-        Outcome::Pass | Outcome::Skipped { .. } => Ok(()),
+        Outcome::Pass | Outcome::Advisory { .. } | Outcome::Skipped { .. } => Ok(()),
         Outcome::Fail { message, .. } => Err(Failed::from(message.as_str())),
         Outcome::Error { message } => Err(Failed::from(format!("harness error: {message}"))),
     };

@@ -108,11 +108,10 @@ async fn seeded_source(ctx: &CaseCtx, mode: VolumeMode) -> CaseResult<Source> {
 }
 
 fn spec(what: &'static str, mode: VolumeMode, size: u64, clone_of: Option<&str>) -> ClaimSpec {
-    ClaimSpec {
-        what,
-        mode,
-        size,
-        clone_of: clone_of.map(str::to_string),
+    let spec = ClaimSpec::new(what, mode, size);
+    match clone_of {
+        Some(source) => spec.cloning(source),
+        None => spec,
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Namespace, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec, ServiceAccount,
-    TypedLocalObjectReference, VolumeResourceRequirements,
+    TypedLocalObjectReference, TypedObjectReference, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
@@ -49,6 +49,92 @@ pub struct ClaimSpec {
     pub size: u64,
     /// The name of a claim in the same namespace to clone (`spec.dataSource`).
     pub clone_of: Option<String>,
+    /// Any other data source, as the case writes it; overrides `clone_of`.
+    pub source: Option<DataSourceField>,
+    /// Another StorageClass than the run's.
+    pub class: Option<String>,
+}
+
+/// The two fields a claim may name its data in. The API treats them differently: `dataSource`
+/// drops what it does not allow, `dataSourceRef` keeps it (PersistentVolumeClaimSpec docs).
+#[derive(Clone, Debug)]
+pub enum DataSourceField {
+    DataSource(TypedLocalObjectReference),
+    DataSourceRef(TypedObjectReference),
+}
+
+impl ClaimSpec {
+    /// A claim of the run's class with no data source.
+    pub fn new(what: &'static str, mode: VolumeMode, size: u64) -> ClaimSpec {
+        ClaimSpec {
+            what,
+            mode,
+            size,
+            clone_of: None,
+            source: None,
+            class: None,
+        }
+    }
+
+    /// A clone of `source` (same namespace) through `spec.dataSource`.
+    pub fn cloning(mut self, source: &str) -> ClaimSpec {
+        self.clone_of = Some(source.to_string());
+        self
+    }
+
+    pub fn with_source(mut self, source: DataSourceField) -> ClaimSpec {
+        self.source = Some(source);
+        self
+    }
+
+    pub fn in_class(mut self, class: &str) -> ClaimSpec {
+        self.class = Some(class.to_string());
+        self
+    }
+
+    fn fields(
+        &self,
+    ) -> (
+        Option<TypedLocalObjectReference>,
+        Option<TypedObjectReference>,
+    ) {
+        match &self.source {
+            Some(DataSourceField::DataSource(r)) => (Some(r.clone()), None),
+            Some(DataSourceField::DataSourceRef(r)) => (None, Some(r.clone())),
+            None => (
+                self.clone_of
+                    .as_ref()
+                    .map(|source| TypedLocalObjectReference {
+                        api_group: None,
+                        kind: "PersistentVolumeClaim".into(),
+                        name: source.clone(),
+                    }),
+                None,
+            ),
+        }
+    }
+
+    fn describe_source(&self) -> String {
+        match self.fields() {
+            (Some(r), _) => format!(
+                "dataSource={}/{}/{}",
+                r.api_group.as_deref().unwrap_or(""),
+                r.kind,
+                r.name
+            ),
+            (_, Some(r)) => format!(
+                "dataSourceRef={}/{}/{}{}",
+                r.api_group.as_deref().unwrap_or(""),
+                r.kind,
+                r.name,
+                r.namespace
+                    .as_deref()
+                    .map(|ns| format!(" namespace={ns}"))
+                    .unwrap_or_default()
+            ),
+            (None, None) => "none".to_string(),
+        }
+    }
 }
 
 /// A bound claim and its volume.
@@ -72,6 +158,11 @@ impl CaseCtx {
             .get_or_try_init(|| self.create_namespace())
             .await
             .cloned()
+    }
+
+    /// Another namespace of this case (labelled and recorded like its own).
+    pub async fn extra_namespace(&self) -> CaseResult<String> {
+        self.create_namespace().await
     }
 
     async fn create_namespace(&self) -> CaseResult<String> {
@@ -112,12 +203,46 @@ impl CaseCtx {
 
     /// Creates a claim in the case's namespace with the run's StorageClass.
     pub async fn create_claim(&self, spec: &ClaimSpec) -> CaseResult<PersistentVolumeClaim> {
-        let cluster = self.cluster()?;
         let namespace = self.namespace().await?;
-        let name = self.unique_name(spec.what);
-        let claim = PersistentVolumeClaim {
+        self.create_claim_in(&namespace, spec).await
+    }
+
+    /// Creates a claim in `namespace` (the case's own or one from `extra_namespace`).
+    pub async fn create_claim_in(
+        &self,
+        namespace: &str,
+        spec: &ClaimSpec,
+    ) -> CaseResult<PersistentVolumeClaim> {
+        let claim = self.claim_object(spec);
+        let api: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.cluster()?.client.clone(), namespace);
+        let created = self
+            .api_call(
+                "create PersistentVolumeClaim",
+                api.create(&PostParams::default(), &claim),
+            )
+            .await?;
+        self.record_kube(KubeKind::PersistentVolumeClaim, Some(namespace), &created);
+        self.trace(format!(
+            "k8s: claim {namespace}/{} mode={:?} size={} {}",
+            created.name_any(),
+            spec.mode,
+            spec.size,
+            spec.describe_source()
+        ));
+        Ok(created)
+    }
+
+    /// The claim `spec` asks for, under a new name of this case.
+    pub(crate) fn claim_object(&self, spec: &ClaimSpec) -> PersistentVolumeClaim {
+        let run_class = self
+            .cluster_handle()
+            .map(|c| c.storage_class.clone())
+            .unwrap_or_default();
+        let (data_source, data_source_ref) = spec.fields();
+        PersistentVolumeClaim {
             metadata: ObjectMeta {
-                name: Some(name.clone()),
+                name: Some(self.unique_name(spec.what)),
                 labels: Some(BTreeMap::from([(
                     RUN_LABEL.to_string(),
                     self.settings().run_tag.clone(),
@@ -126,7 +251,7 @@ impl CaseCtx {
             },
             spec: Some(PersistentVolumeClaimSpec {
                 access_modes: Some(vec!["ReadWriteOnce".into()]),
-                storage_class_name: Some(cluster.storage_class.clone()),
+                storage_class_name: Some(spec.class.clone().unwrap_or(run_class)),
                 volume_mode: spec.mode.field(),
                 resources: Some(VolumeResourceRequirements {
                     requests: Some(BTreeMap::from([(
@@ -135,33 +260,12 @@ impl CaseCtx {
                     )])),
                     ..VolumeResourceRequirements::default()
                 }),
-                data_source: spec
-                    .clone_of
-                    .as_ref()
-                    .map(|source| TypedLocalObjectReference {
-                        api_group: None,
-                        kind: "PersistentVolumeClaim".into(),
-                        name: source.clone(),
-                    }),
+                data_source,
+                data_source_ref,
                 ..PersistentVolumeClaimSpec::default()
             }),
             ..PersistentVolumeClaim::default()
-        };
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), &namespace);
-        let created = self
-            .api_call(
-                "create PersistentVolumeClaim",
-                api.create(&PostParams::default(), &claim),
-            )
-            .await?;
-        self.record_kube(KubeKind::PersistentVolumeClaim, Some(&namespace), &created);
-        self.trace(format!(
-            "k8s: claim {name} mode={:?} size={} dataSource={}",
-            spec.mode,
-            spec.size,
-            spec.clone_of.as_deref().unwrap_or("none")
-        ));
-        Ok(created)
+        }
     }
 
     /// Waits for the claim to be Bound and returns it with its volume. With a

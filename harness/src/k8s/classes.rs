@@ -9,6 +9,8 @@ use kube::Client;
 use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
 
 use super::{Binding, KubeKind, KubeRef, RUN_LABEL, describe_kube_error, snapshot_resource};
+use crate::case::{CaseResult, harness_error};
+use crate::context::CaseCtx;
 use crate::ledger::{Ledger, Resource};
 use crate::profile::{ClassSource, DriverProfile, SnapshotClassSpec, StorageClassSpec};
 
@@ -181,6 +183,35 @@ async fn snapshot_class(
         })?;
     record(ledger, KubeKind::VolumeSnapshotClass, &created.metadata);
     Ok(name)
+}
+
+impl CaseCtx {
+    /// A StorageClass of this case: a copy of the run's class under a new name, served by
+    /// `provisioner` when given (another driver's class), else by the same driver.
+    pub async fn create_class(&self, provisioner: Option<&str>) -> CaseResult<String> {
+        let cluster = self.cluster()?;
+        let api: Api<StorageClass> = Api::all(cluster.client.clone());
+        let run_class = self
+            .api_call("get StorageClass", api.get(&cluster.storage_class))
+            .await?;
+        let name = self.unique_name("sc");
+        let class = StorageClass {
+            metadata: labelled(&name, &self.settings().run_tag),
+            provisioner: provisioner
+                .map(str::to_string)
+                .unwrap_or(run_class.provisioner.clone()),
+            ..run_class
+        };
+        let created = self
+            .api_call("create StorageClass", api.create(&PostParams::default(), &class))
+            .await?;
+        if created.metadata.uid.is_none() {
+            return Err(harness_error(format!("StorageClass {name} came back without a uid")));
+        }
+        self.record_kube(KubeKind::StorageClass, None, &created);
+        self.trace(format!("k8s: StorageClass {name} provisioner {}", created.provisioner));
+        Ok(name)
+    }
 }
 
 fn labelled(name: &str, run_tag: &str) -> ObjectMeta {

@@ -59,6 +59,57 @@ impl CaseCtx {
             .await
     }
 
+    /// What `claim` holds and how large it really is, read by one pod: the digest (of `size`
+    /// bytes for block) and the filesystem's size (`statfs`: blocks × fragment size) or the
+    /// device's (`blockdev --getsize64`).
+    pub async fn measure_claim(
+        &self,
+        claim: &str,
+        mode: VolumeMode,
+        size: u64,
+    ) -> CaseResult<(Digest, u64)> {
+        let pod = self.start_data_pod(claim, mode).await?;
+        let measured = match self.read_digest(&pod, size).await {
+            Ok(digest) => self.real_size(&pod).await.map(|bytes| (digest, bytes)),
+            Err(e) => Err(e),
+        };
+        self.stop_data_pod(&pod).await?;
+        let (digest, bytes) = measured?;
+        self.trace(format!(
+            "data: claim {claim} reads {digest}, real size {bytes} bytes"
+        ));
+        Ok((digest, bytes))
+    }
+
+    async fn real_size(&self, pod: &DataPod) -> CaseResult<u64> {
+        let script = if pod.mode.is_block() {
+            format!("blockdev --getsize64 {DEVICE_PATH}")
+        } else {
+            format!("stat -f -c '%b %S' {MOUNT_PATH}")
+        };
+        let finished = self
+            .exec_in(pod, &script, None, |out| {
+                let mut text = String::new();
+                out.read_to_string(&mut text)
+                    .map_err(|source| data::DataError::Io {
+                        op: "read the output of",
+                        path: "the size command".into(),
+                        source,
+                    })?;
+                Ok(text)
+            })
+            .await?;
+        if let Some(failure) = finished.failure {
+            return Err(self.pod_failure(pod, "measuring the volume", failure).await);
+        }
+        let text = finished
+            .output
+            .map_err(|e| harness_error(crate::steps::error_chain(&e)))?;
+        parse_size(&text).ok_or_else(|| {
+            harness_error(format!("`{script}` in pod {} printed {text:?}", pod.name))
+        })
+    }
+
     /// One pod: the write (if any), then the digest of the whole volume; the pod is removed
     /// whatever happened, and its removal (the unmount) must succeed too.
     async fn write_and_read(
@@ -195,6 +246,20 @@ impl CaseCtx {
                 format!("{failure}; events: {events}"),
             )
         }
+    }
+}
+
+/// `N` (blockdev) or `BLOCKS FRAGMENT` (stat -f) as bytes.
+fn parse_size(text: &str) -> Option<u64> {
+    let numbers: Vec<u64> = text
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    match numbers[..] {
+        [bytes] => Some(bytes),
+        [blocks, fragment] => blocks.checked_mul(fragment),
+        _ => None,
     }
 }
 

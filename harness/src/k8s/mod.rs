@@ -6,8 +6,10 @@ mod claims;
 mod classes;
 mod data;
 mod exec;
+mod expand;
 mod pods;
 pub mod preflight;
+mod refusals;
 mod remove;
 mod wait;
 
@@ -17,8 +19,9 @@ use std::time::Duration;
 use kube::Client;
 use kube::discovery::ApiResource;
 
-pub use claims::{BoundClaim, ClaimSpec, VolumeMode, quantity_bytes};
+pub use claims::{BoundClaim, ClaimSpec, DataSourceField, VolumeMode, quantity_bytes};
 pub use classes::resolve_classes;
+pub use refusals::ExpectedEvent;
 pub use classes::{Classes, RUN_OWNER};
 pub(crate) use remove::remove;
 

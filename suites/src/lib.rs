@@ -10,6 +10,9 @@ pub mod content_source;
 pub mod data_integrity;
 pub mod independence;
 pub mod k8s_clone;
+mod k8s_common;
+pub mod k8s_size;
+pub mod k8s_volume_mode;
 pub mod size;
 
 use harness::case::Suite;
@@ -25,5 +28,7 @@ pub fn all() -> Vec<Suite> {
         independence::suite(),
         concurrency::suite(),
         k8s_clone::suite(),
+        k8s_volume_mode::suite(),
+        k8s_size::suite(),
     ]
 }

@@ -60,7 +60,7 @@ pub(crate) async fn control_clone(ctx: &CaseCtx, source: &Source) -> CaseResult<
 }
 
 /// A claim the provisioner must refuse: it gets `expected`, stays Pending and no volume is
-/// provisioned for it. Returns the event's message for the report.
+/// provisioned for it. Returns the claim's name.
 pub(crate) async fn refused(
     ctx: &CaseCtx,
     spec: &ClaimSpec,
@@ -71,7 +71,31 @@ pub(crate) async fn refused(
         // Nothing is provisioned for such a claim until a pod uses it.
         ctx.request_data_pod(&name, spec.mode).await?;
     }
-    let message = ctx.wait_claim_event(&name, expected).await?;
+    ctx.wait_claim_event(&name, expected).await?;
     ctx.ensure_unprovisioned(&name).await?;
-    Ok(message)
+    Ok(name)
+}
+
+/// The data sources the API server kept on a stored claim: (`dataSource`, `dataSourceRef`).
+pub(crate) async fn kept_sources(ctx: &CaseCtx, claim: &str) -> CaseResult<(bool, bool)> {
+    let stored = ctx.get_claim(claim).await?;
+    let spec = stored.and_then(|c| c.spec);
+    Ok((
+        spec.as_ref().is_some_and(|s| s.data_source.is_some()),
+        spec.as_ref().is_some_and(|s| s.data_source_ref.is_some()),
+    ))
+}
+
+/// A claim that still names `source` and bound must hold its data: a "clone" that binds
+/// empty is the loudest failure there is.
+pub(crate) fn ensure_not_dropped(digest: &Digest, source: &Source, claim: &str) -> CaseResult {
+    ensure(
+        digest == &source.digest,
+        &format!(
+            "claim {claim} bound, but empty: the data source was dropped (it still names {} and does not hold its data)",
+            source.name
+        ),
+        source.digest.to_string(),
+        digest.to_string(),
+    )
 }

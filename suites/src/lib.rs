@@ -11,7 +11,11 @@ pub mod data_integrity;
 pub mod independence;
 pub mod k8s_clone;
 mod k8s_common;
+pub mod k8s_data_source;
+pub mod k8s_namespace;
 pub mod k8s_size;
+pub mod k8s_source;
+pub mod k8s_storage_class;
 pub mod k8s_volume_mode;
 pub mod size;
 
@@ -30,5 +34,9 @@ pub fn all() -> Vec<Suite> {
         k8s_clone::suite(),
         k8s_volume_mode::suite(),
         k8s_size::suite(),
+        k8s_data_source::suite(),
+        k8s_namespace::suite(),
+        k8s_storage_class::suite(),
+        k8s_source::suite(),
     ]
 }

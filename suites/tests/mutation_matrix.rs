@@ -252,6 +252,10 @@ fn render(
     out.push_str(
         "`CLONE_VOLUME` switched off. A fault is killed when at least one case fails under it.\n\n",
     );
+    out.push_str("The Kubernetes (`k8s_*`) cases need a cluster; their matrix is the local-cluster fault lane\n");
+    out.push_str("(`ci/local-cluster-faults.sh`, in `.ci/run`), and the cases no driver fault can kill (refusals\n");
+    out.push_str("and drops made by external-provisioner or the API server) are listed with their positive\n");
+    out.push_str("controls in [k8s-rules.md](k8s-rules.md#mutation-matrix).\n\n");
     out.push_str(&format!(
         "**{killed_faults} of {} faults killed; {killing_cases} of {} cases kill at least one fault; {kills} kills; clean runs {}; wall time {wall:.0} s.**\n\n",
         by_fault.len(),

@@ -1,0 +1,107 @@
+//! k8s_namespace: a clone's source is a claim of the clone's own namespace. A name that exists
+//! only in another namespace is not found; `dataSourceRef.namespace` is dropped by the API
+//! server unless the CrossNamespaceVolumeDataSource gate is on (advisory: an empty volume
+//! binds), and with the gate it needs a ReferenceGrant, without which the provisioner refuses.
+
+use harness::case::{CaseResult, Requirement as R, Row, Suite, Surface, fail_with, row};
+use harness::context::CaseCtx;
+use harness::k8s::{ClaimSpec, DataSourceField, ExpectedEvent, VolumeMode};
+use k8s_openapi::api::core::v1::TypedObjectReference;
+use kube::ResourceExt;
+
+use crate::k8s_common::{control_clone, kept_sources, refused, seeded_source};
+use crate::k8s_data_source::dropped;
+use VolumeMode::Filesystem;
+
+#[derive(Clone, Copy, Debug)]
+enum Flow {
+    /// `dataSource` naming a claim that exists only in another namespace.
+    NameFromAnotherNamespace,
+    /// `dataSourceRef` with the namespace of a claim there, and no ReferenceGrant.
+    RefWithNamespace,
+}
+
+const SAME_NAMESPACE: &str =
+    "k8s: a claim can be cloned only into its own namespace (Kubernetes docs, CSI Volume Cloning)";
+const CROSS_NAMESPACE: &str = "k8s: dataSourceRef.namespace needs the CrossNamespaceVolumeDataSource gate (else the API server drops it) and a ReferenceGrant in the source's namespace (API reference, PersistentVolumeClaimSpec.dataSourceRef)";
+
+const ROWS: &[Row<Flow>] = &[
+    row(
+        "same_namespace::claim_of_another_namespace_is_not_found",
+        SAME_NAMESPACE,
+        &[R::Clone, R::Mount],
+        Flow::NameFromAnotherNamespace,
+    ),
+    row(
+        "cross_namespace::data_source_ref_with_a_namespace_and_no_grant_does_not_clone",
+        CROSS_NAMESPACE,
+        &[R::Clone, R::Mount],
+        Flow::RefWithNamespace,
+    ),
+];
+
+pub fn suite() -> Suite {
+    Suite::from_rows("k8s_namespace", ROWS, interpret).on(Surface::Kubernetes)
+}
+
+async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
+    match row.flow {
+        Flow::NameFromAnotherNamespace => name_from_another_namespace(&ctx).await,
+        Flow::RefWithNamespace => ref_with_namespace(&ctx).await,
+    }
+}
+
+/// A seeded claim in a second namespace of this case.
+async fn foreign_source(ctx: &CaseCtx) -> CaseResult<(String, String)> {
+    let namespace = ctx.extra_namespace().await?;
+    let claim = ClaimSpec::new("far", Filesystem, ctx.volume_size());
+    let created = ctx.create_claim_in(&namespace, &claim).await?;
+    Ok((namespace, created.name_any()))
+}
+
+async fn name_from_another_namespace(ctx: &CaseCtx) -> CaseResult {
+    let source = seeded_source(ctx, Filesystem).await?;
+    let (_, far) = foreign_source(ctx).await?;
+    let spec = ClaimSpec::new("clone", Filesystem, source.size).cloning(&far);
+    let not_found = ExpectedEvent {
+        reason: "ProvisioningFailed",
+        words: &["not found"],
+    };
+    refused(ctx, &spec, not_found).await?;
+    control_clone(ctx, &source).await.map(drop)
+}
+
+async fn ref_with_namespace(ctx: &CaseCtx) -> CaseResult {
+    let source = seeded_source(ctx, Filesystem).await?;
+    let (namespace, far) = foreign_source(ctx).await?;
+    let field = DataSourceField::DataSourceRef(TypedObjectReference {
+        api_group: None,
+        kind: "PersistentVolumeClaim".into(),
+        name: far,
+        namespace: Some(namespace),
+    });
+    let spec = ClaimSpec::new("clone", Filesystem, source.size).with_source(field.clone());
+    // Probe what the API server keeps: with the gate off it drops the whole reference.
+    let probe = ctx.create_claim(&spec).await?;
+    match kept_sources(ctx, &probe.name_any()).await? {
+        (_, true) => {
+            ctx.delete_claim(&probe).await?;
+            let not_allowed = ExpectedEvent {
+                reason: "ProvisioningFailed",
+                words: &["isn't allowed"],
+            };
+            refused(ctx, &spec, not_allowed).await?;
+            control_clone(ctx, &source).await.map(drop)
+        }
+        (false, false) => {
+            ctx.delete_claim(&probe).await?;
+            let why = "as documented when the CrossNamespaceVolumeDataSource feature gate is off";
+            dropped(ctx, &source, field, why).await
+        }
+        (true, false) => Err(fail_with(
+            "the API server turned a namespaced dataSourceRef into a dataSource",
+            "dataSourceRef kept (gate on) or dropped (gate off)",
+            "dataSource set, dataSourceRef empty",
+        )),
+    }
+}

@@ -308,6 +308,11 @@ impl CaseCtx {
         })
     }
 
+    /// The binding mode of the run's class.
+    pub fn binding(&self) -> CaseResult<Binding> {
+        Ok(self.cluster()?.binding)
+    }
+
     /// `wait_bound` with an Immediate class; `None` with WaitForFirstConsumer (the claim binds
     /// when a pod first uses it).
     pub async fn wait_bound_if_immediate(&self, claim: &str) -> CaseResult<Option<BoundClaim>> {

@@ -203,13 +203,21 @@ impl CaseCtx {
             ..run_class
         };
         let created = self
-            .api_call("create StorageClass", api.create(&PostParams::default(), &class))
+            .api_call(
+                "create StorageClass",
+                api.create(&PostParams::default(), &class),
+            )
             .await?;
         if created.metadata.uid.is_none() {
-            return Err(harness_error(format!("StorageClass {name} came back without a uid")));
+            return Err(harness_error(format!(
+                "StorageClass {name} came back without a uid"
+            )));
         }
         self.record_kube(KubeKind::StorageClass, None, &created);
-        self.trace(format!("k8s: StorageClass {name} provisioner {}", created.provisioner));
+        self.trace(format!(
+            "k8s: StorageClass {name} provisioner {}",
+            created.provisioner
+        ));
         Ok(name)
     }
 }

@@ -28,14 +28,12 @@ impl CaseCtx {
             )
             .await?;
         self.trace(format!("k8s: claim {claim} request raised to {size}"));
-        let volume = patched
-            .spec
-            .and_then(|s| s.volume_name)
-            .unwrap_or_default();
+        let volume = patched.spec.and_then(|s| s.volume_name).unwrap_or_default();
         let volumes: Api<PersistentVolume> = Api::all(cluster.client.clone());
         let grown = move |pv: Option<&PersistentVolume>| pv_bytes(pv).is_some_and(|b| b >= size);
         if let Err(e) = until(&volumes, &volume, grown, cluster.timeouts.bind).await {
-            let events = events_of(&cluster.client, &namespace, "PersistentVolumeClaim", claim).await;
+            let events =
+                events_of(&cluster.client, &namespace, "PersistentVolumeClaim", claim).await;
             let now = volumes.get_opt(&volume).await.ok().flatten();
             return Err(fail_with(
                 format!("the volume {volume} of claim {claim} did not grow ({e})"),

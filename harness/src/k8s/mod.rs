@@ -5,6 +5,7 @@
 mod claims;
 mod classes;
 mod data;
+mod deletion;
 mod exec;
 mod expand;
 mod pods;
@@ -21,8 +22,8 @@ use kube::discovery::ApiResource;
 
 pub use claims::{BoundClaim, ClaimSpec, DataSourceField, VolumeMode, quantity_bytes};
 pub use classes::resolve_classes;
-pub use refusals::ExpectedEvent;
 pub use classes::{Classes, RUN_OWNER};
+pub use refusals::ExpectedEvent;
 pub(crate) use remove::remove;
 
 /// Label on everything a run creates; its value is the run tag.

@@ -37,8 +37,9 @@ pub struct DataPod {
 }
 
 impl CaseCtx {
-    /// Starts a pod using `claim` and waits until it runs (so the volume is mounted or mapped).
-    pub async fn start_data_pod(&self, claim: &str, mode: VolumeMode) -> CaseResult<DataPod> {
+    /// Creates a pod using `claim` and returns at once: what makes a claim of a
+    /// WaitForFirstConsumer class get provisioned. The case's cleanup removes it.
+    pub async fn request_data_pod(&self, claim: &str, mode: VolumeMode) -> CaseResult<String> {
         let cluster = self.cluster()?;
         let namespace = self.namespace().await?;
         let name = self.unique_name("pod");
@@ -55,6 +56,15 @@ impl CaseCtx {
             .api_call("create Pod", api.create(&PostParams::default(), &pod))
             .await?;
         self.record_kube(KubeKind::Pod, Some(&namespace), &created);
+        Ok(name)
+    }
+
+    /// Starts a pod using `claim` and waits until it runs (so the volume is mounted or mapped).
+    pub async fn start_data_pod(&self, claim: &str, mode: VolumeMode) -> CaseResult<DataPod> {
+        let cluster = self.cluster()?;
+        let namespace = self.namespace().await?;
+        let name = self.request_data_pod(claim, mode).await?;
+        let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &namespace);
         let started =
             |p: Option<&Pod>| matches!(pod_phase(p), Some("Running" | "Failed" | "Succeeded"));
         let result = until(&api, &name, started, cluster.timeouts.pod).await;

@@ -15,7 +15,7 @@ use super::{ClaimSpec, KubeKind};
 use crate::case::{CaseResult, fail_with, harness_error};
 use crate::context::CaseCtx;
 
-/// An event a case waits for: its reason and words its message must contain.
+/// An event a case waits for: its reason (empty: any) and words its message must contain.
 #[derive(Clone, Copy, Debug)]
 pub struct ExpectedEvent {
     pub reason: &'static str,
@@ -25,7 +25,7 @@ pub struct ExpectedEvent {
 impl ExpectedEvent {
     fn matches(&self, event: &Event) -> bool {
         let message = event.message.as_deref().unwrap_or("");
-        event.reason.as_deref() == Some(self.reason)
+        (self.reason.is_empty() || event.reason.as_deref() == Some(self.reason))
             && self.words.iter().all(|w| message.contains(w))
     }
 
@@ -45,7 +45,11 @@ impl CaseCtx {
         let limit = self.cluster()?.timeouts.call;
         let answer = tokio::time::timeout(limit, api.create(&PostParams::default(), &claim))
             .await
-            .map_err(|_| harness_error(format!("create PersistentVolumeClaim: no answer within {limit:?}")))?;
+            .map_err(|_| {
+                harness_error(format!(
+                    "create PersistentVolumeClaim: no answer within {limit:?}"
+                ))
+            })?;
         match answer {
             Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => {
                 let text = format!("{} {}: {}", status.code, status.reason, status.message);
@@ -69,7 +73,11 @@ impl CaseCtx {
 
     /// Watches the claim's events until one matches `expected`; returns its message. On
     /// timeout (the bind timeout) the failure lists the claim's phase and every event it got.
-    pub async fn wait_claim_event(&self, claim: &str, expected: ExpectedEvent) -> CaseResult<String> {
+    pub async fn wait_claim_event(
+        &self,
+        claim: &str,
+        expected: ExpectedEvent,
+    ) -> CaseResult<String> {
         let cluster = self.cluster()?;
         let namespace = self.namespace().await?;
         let api: Api<Event> = Api::namespaced(cluster.client.clone(), &namespace);
@@ -83,7 +91,10 @@ impl CaseCtx {
         match tokio::time::timeout(cluster.timeouts.bind, matching.try_next()).await {
             Ok(Ok(Some(event))) => {
                 let message = event.message.unwrap_or_default();
-                self.trace(format!("k8s: claim {claim} event {}: {message}", expected.reason));
+                self.trace(format!(
+                    "k8s: claim {claim} event {}: {message}",
+                    expected.reason
+                ));
                 Ok(message)
             }
             Ok(Err(e)) => Err(harness_error(format!("watch events of {claim}: {e}"))),
@@ -116,7 +127,10 @@ impl CaseCtx {
             .unwrap_or_default();
         let volumes: Api<PersistentVolume> = Api::all(cluster.client.clone());
         let list = self
-            .api_call("list PersistentVolumes", volumes.list(&ListParams::default()))
+            .api_call(
+                "list PersistentVolumes",
+                volumes.list(&ListParams::default()),
+            )
             .await?;
         let claiming: Vec<String> = list
             .items

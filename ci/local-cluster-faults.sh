@@ -33,7 +33,12 @@ declare -A KILLS=(
         k8s_data_source::populator::data_source_ref_of_an_unknown_kind_is_left_to_a_populator k8s_data_source::ref::data_source_ref_to_a_claim_clones
         k8s_namespace::same_namespace::claim_of_another_namespace_is_not_found
         k8s_storage_class::other_provisioner::clone_in_a_class_of_another_provisioner_is_not_provisioned k8s_storage_class::same_driver::clone_in_another_class_of_the_same_driver_clones
-        k8s_source::deleting::clone_of_a_source_being_deleted_is_refused"
+        k8s_source::deleting::clone_of_a_source_being_deleted_is_refused
+        k8s_snapshot::restore::filesystem_restore_has_the_source_data k8s_snapshot::restore::block_restore_has_the_source_data
+        k8s_snapshot::chain::clone_of_a_restore_has_the_source_data k8s_snapshot::chain::restore_of_a_snapshot_of_a_clone_has_the_source_data
+        k8s_snapshot::volume_mode::block_restore_of_a_filesystem_snapshot_is_refused
+        k8s_concurrency::clones::parallel_clones_of_one_source_each_hold_its_data"
+    [delete-volume-deletes-snapshots]="k8s_snapshot::lifetime::snapshot_is_restorable_after_its_source_is_deleted"
     [clone-drops-modes-and-symlinks]="k8s_clone::filesystem::clone_binds_with_the_source_data"
     [clone-shares-source]="k8s_clone::filesystem::writes_after_the_clone_stay_on_their_side k8s_clone::block::writes_after_the_clone_stay_on_their_side"
     [delete-source-deletes-clones]="k8s_clone::filesystem::deleting_the_source_leaves_the_clone_intact"
@@ -53,7 +58,7 @@ for fault in "${!KILLS[@]}"; do
     status=0
     lane_run "$out/$fault.log" "$bin" run -q --local-cluster --k8s-bin "$k8s_bin" \
         --profile "$profile" --work-dir "$LANE_TMP/f$n" \
-        --driver-arg="--fault=$fault" --exact "${cases[@]}" \
+        --driver-arg="--fault=$fault" --parallel-clones 3 --exact "${cases[@]}" \
         --junit "$out/$fault.xml" --json "$out/$fault.json" --markdown "$out/$fault.md" \
         >/dev/null || status=$?
     if ! python3 - "$out/$fault.xml" "$status" "${cases[@]}" <<'EOF'; then

@@ -5,6 +5,7 @@
 use harness::case::{CaseResult, Requirement as R, Row, Suite, Surface, row};
 use harness::context::CaseCtx;
 use harness::k8s::{ClaimSpec, ExpectedEvent, VolumeMode};
+use harness::profile::CloneClasses;
 use kube::ResourceExt;
 
 use crate::k8s_common::{bound_with_digest, control_clone, ensure_not_dropped, seeded_source};
@@ -20,7 +21,7 @@ enum Flow {
 }
 
 const CLASS_PROVISIONER: &str = "k8s: a claim is provisioned by the provisioner of its StorageClass, and only by it (Kubernetes docs, Storage Classes / Dynamic provisioning)";
-const OTHER_CLASS: &str = "k8s: a clone may be of another StorageClass than its source (Kubernetes docs, CSI Volume Cloning; external-provisioner >= 3.2 requires the same driver)";
+const OTHER_CLASS: &str = "k8s: a clone may be of another StorageClass of the same driver (Kubernetes docs, CSI Volume Cloning; external-provisioner >= 3.2), unless the profile declares clone_classes: same-class";
 
 const ROWS: &[Row<Flow>] = &[
     row(
@@ -64,9 +65,26 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
             let spec = ClaimSpec::new("clone", Filesystem, source.size)
                 .cloning(&source.name)
                 .in_class(&class);
-            let (bound, digest) = bound_with_digest(&ctx, &spec, source.size).await?;
-            ctx.trace("k8s: this stack clones across classes of one driver (same-driver)");
-            ensure_not_dropped(&digest, &source, &bound.claim.name_any())
+            match ctx.profile().kubernetes.clone_classes {
+                CloneClasses::SameDriver => {
+                    let (bound, digest) = bound_with_digest(&ctx, &spec, source.size).await?;
+                    ctx.trace("k8s: this stack clones across classes of one driver (clone_classes: same-driver, as the profile declares)");
+                    ensure_not_dropped(&digest, &source, &bound.claim.name_any())
+                }
+                CloneClasses::SameClass => {
+                    // The profile declares that the stack refuses; how it says so is its own.
+                    let name = ctx.create_claim(&spec).await?.name_any();
+                    let failed = ExpectedEvent {
+                        reason: "ProvisioningFailed",
+                        words: &[],
+                    };
+                    ctx.wait_claim_event(&name, failed).await?;
+                    control_clone(&ctx, &source).await?;
+                    ctx.ensure_unprovisioned(&name).await?;
+                    ctx.trace("k8s: this stack clones only within the source's class (clone_classes: same-class, as the profile declares)");
+                    Ok(())
+                }
+            }
         }
     }
 }

@@ -11,9 +11,11 @@ pub mod data_integrity;
 pub mod independence;
 pub mod k8s_clone;
 mod k8s_common;
+pub mod k8s_concurrency;
 pub mod k8s_data_source;
 pub mod k8s_namespace;
 pub mod k8s_size;
+pub mod k8s_snapshot;
 pub mod k8s_source;
 pub mod k8s_storage_class;
 pub mod k8s_volume_mode;
@@ -38,5 +40,7 @@ pub fn all() -> Vec<Suite> {
         k8s_namespace::suite(),
         k8s_storage_class::suite(),
         k8s_source::suite(),
+        k8s_snapshot::suite(),
+        k8s_concurrency::suite(),
     ]
 }

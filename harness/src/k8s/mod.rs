@@ -12,6 +12,7 @@ mod pods;
 pub mod preflight;
 mod refusals;
 mod remove;
+mod snapshots;
 mod wait;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ pub use classes::resolve_classes;
 pub use classes::{Classes, RUN_OWNER};
 pub use refusals::ExpectedEvent;
 pub(crate) use remove::remove;
+pub use snapshots::SNAPSHOT_GROUP;
 
 /// Label on everything a run creates; its value is the run tag.
 pub const RUN_LABEL: &str = "csi-clone-conformance.dev/run";

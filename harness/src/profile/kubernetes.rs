@@ -32,6 +32,26 @@ pub struct KubernetesSettings {
     /// `k8s::DEFAULT_POD_IMAGE`). "" is normalised to `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_image: Option<String>,
+    /// Which StorageClass a clone may have (`k8s_storage_class`).
+    #[serde(skip_serializing_if = "CloneClasses::is_default")]
+    pub clone_classes: CloneClasses,
+}
+
+/// What the stack does with a clone in another StorageClass than its source's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloneClasses {
+    /// Any class of the same driver clones (external-provisioner >= 3.2, today's Kubernetes docs).
+    #[default]
+    SameDriver,
+    /// Only the source's own class clones (older Kubernetes docs; some vendors' policy).
+    SameClass,
+}
+
+impl CloneClasses {
+    fn is_default(&self) -> bool {
+        *self == CloneClasses::default()
+    }
 }
 
 /// Where the cluster target gets a class from.

@@ -13,7 +13,7 @@ pub use driver::{
     SourceDeletion, Timeouts,
 };
 pub use kubernetes::{
-    BINDING_MODES, ClassManifest, ClassSource, KubernetesSettings, RECLAIM_POLICIES,
+    BINDING_MODES, ClassManifest, ClassSource, CloneClasses, KubernetesSettings, RECLAIM_POLICIES,
     SnapshotClassSpec, StorageClassSpec,
 };
 pub use quantity::{QuantityError, format_quantity, parse_quantity};

@@ -151,6 +151,7 @@ impl Walk<'_> {
                 snapshot_class,
                 // e2e has no such key: its pods use e2e's own images.
                 pod_image: None,
+                clone_classes: Default::default(),
             },
         })
     }

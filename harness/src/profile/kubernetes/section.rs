@@ -11,7 +11,9 @@ use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use super::{ClassSource, Issues, KubernetesSettings, read_snapshot_class, read_storage_class};
+use super::{
+    ClassSource, CloneClasses, Issues, KubernetesSettings, read_snapshot_class, read_storage_class,
+};
 use crate::profile::driver::{ProfileError, parse_strict};
 
 /// Only `kubernetes:`; the first pass has already checked every other key.
@@ -27,6 +29,7 @@ struct Section {
     storage_class: Option<Spanned<ClassRef>>,
     snapshot_class: Option<Spanned<ClassRef>>,
     pod_image: Option<String>,
+    clone_classes: CloneClasses,
 }
 
 /// A key of a class mapping, with its line.
@@ -108,6 +111,7 @@ pub(crate) fn parse_section(
             |text, at| read_snapshot_class(text, at, Issues::Fail),
         )?,
         pod_image: section.pod_image,
+        clone_classes: section.clone_classes,
     })
 }
 

@@ -6,7 +6,8 @@
 #                           csi-provisioner csi-resizer csi-snapshotter snapshot-controller
 #                           containerd containerd-shim-runc-v2 ctr runc busybox
 #                           cni/loopback         the CNI plugin containerd needs to report ready
-#                           crds/*.yaml          snapshot CRDs (snapshotter's client module)
+#                           crds/*.yaml          snapshot CRDs (snapshotter's client module) and
+#                                                the ReferenceGrant CRD (gateway-api)
 #                           rbac/*.yaml          the sidecars' upstream RBAC, from their modules
 #                           images/busybox.tar   pod image + pause image (docker-archive)
 #                           VERSIONS             what was built, one "name version" per line
@@ -24,6 +25,8 @@ ETCD_VERSION="${ETCD_VERSION:-v3.7.3}"
 PROVISIONER_VERSION="${PROVISIONER_VERSION:-v6.4.0}"
 SNAPSHOTTER_VERSION="${SNAPSHOTTER_VERSION:-v8.7.0}"
 RESIZER_VERSION="${RESIZER_VERSION:-v2.3.0}"
+# The ReferenceGrant CRD's module: the gateway-api version csi-provisioner $PROVISIONER_VERSION uses.
+GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.6.2}"
 # containernetworking-plugins: containerd reports the network ready only with a CNI config
 # (a loopback-only one: pods run with hostNetwork).
 DEBIAN_PACKAGES=(containerd runc busybox-static containernetworking-plugins)
@@ -200,6 +203,15 @@ if [[ ! -e "$bin/.complete" ]]; then
     } >"$bin.tmp/VERSIONS"
     touch "$bin.tmp/.complete"
     mv "$bin.tmp" "$bin"
+fi
+# The ReferenceGrant CRD, for cross-namespace clones (--feature-gates=CrossNamespaceVolumeDataSource=true);
+# added beside the snapshot CRDs when missing, so a cache made before it needs no rebuild.
+grants="$bin/crds/gateway.networking.k8s.io_referencegrants.yaml"
+if [[ ! -e "$grants" ]]; then
+    gateway="$(go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+    cp "$gateway/config/crd/standard/gateway.networking.k8s.io_referencegrants.yaml" "$grants.tmp"
+    mv "$grants.tmp" "$grants"
 fi
 ln -sfn "$key" "$CACHE/k8s-bin/current"
 log "peers in $bin"

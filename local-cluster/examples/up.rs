@@ -24,6 +24,7 @@ async fn main() {
         driver: DriverCommand { argv: driver },
         driver_name: None,
         start_timeout: Duration::from_secs(120),
+        feature_gates: Vec::new(),
     };
     let started = std::time::Instant::now();
     let mut cluster = match LocalCluster::start(&options).await {

@@ -66,6 +66,9 @@ pub struct Options {
     pub driver_name: Option<String>,
     /// Each component's start-up limit.
     pub start_timeout: Duration,
+    /// Feature gates (`Name=true`) for kube-apiserver and kube-controller-manager; those
+    /// csi-provisioner knows are passed to it too.
+    pub feature_gates: Vec<String>,
 }
 
 /// What a run reports about the cluster it started.
@@ -163,9 +166,10 @@ impl LocalCluster {
         let limit = options.start_timeout;
         let pki = Pki::create(&self.layout.pki, NODE_NAME)?;
         let etcd_url = self.start_etcd(limit).await?;
-        let server = self.start_apiserver(&pki, &etcd_url, limit).await?;
+        let gates = &options.feature_gates;
+        let server = self.start_apiserver(&pki, &etcd_url, gates, limit).await?;
         let client = self.client.clone().expect("set by start_apiserver");
-        self.start_controllers(&pki, &server, limit).await?;
+        self.start_controllers(&pki, &server, gates, limit).await?;
         self.start_node(&pki, &server, &client, limit).await?;
         components::apply_snapshot_crds(&self.bins, &client, limit).await?;
         let driver = self.start_driver(options, limit).await?;
@@ -173,7 +177,7 @@ impl LocalCluster {
         crate::objects::create_csi_driver(&client, &driver).await?;
         self.register_driver(&driver, limit).await?;
         let sidecars =
-            components::sidecars(&self.bins, &self.layout, &client, &server, &pki).await?;
+            components::sidecars(&self.bins, &self.layout, &client, &server, &pki, gates).await?;
         for (name, binary, args) in sidecars {
             self.spawn(name, binary, args)?;
         }
@@ -252,11 +256,13 @@ impl LocalCluster {
         &mut self,
         pki: &Pki,
         etcd: &str,
+        gates: &[String],
         limit: Duration,
     ) -> Result<String, ClusterError> {
         let port = free_port()?;
         let server = format!("https://127.0.0.1:{port}");
-        let args = components::apiserver_args(pki, etcd, port);
+        let mut args = components::apiserver_args(pki, etcd, port);
+        args.extend(components::gates_flag(gates));
         let at = self.spawn("kube-apiserver", self.bins.path("kube-apiserver"), args)?;
         let kubeconfig = self
             .layout
@@ -275,6 +281,7 @@ impl LocalCluster {
         &mut self,
         pki: &Pki,
         server: &str,
+        gates: &[String],
         limit: Duration,
     ) -> Result<(), ClusterError> {
         let kcm_config = self.layout.cert_kubeconfig(
@@ -284,7 +291,9 @@ impl LocalCluster {
             &pki.controller_manager,
         )?;
         let kcm_port = free_port()?;
-        let args = components::controller_manager_args(pki, &self.layout, &kcm_config, kcm_port);
+        let mut args =
+            components::controller_manager_args(pki, &self.layout, &kcm_config, kcm_port);
+        args.extend(components::gates_flag(gates));
         let kcm = self.spawn(
             "kube-controller-manager",
             self.bins.path("kube-controller-manager"),

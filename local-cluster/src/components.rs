@@ -87,6 +87,15 @@ pub(crate) fn controller_manager_args(
     ]
 }
 
+/// `--feature-gates=A=true,B=true`, or nothing.
+pub(crate) fn gates_flag(gates: &[String]) -> Option<String> {
+    (!gates.is_empty()).then(|| format!("--feature-gates={}", gates.join(",")))
+}
+
+/// The gate that lets a claim's dataSourceRef name another namespace; csi-provisioner has it
+/// too (and then needs to read ReferenceGrants).
+const CROSS_NAMESPACE_GATE: &str = "CrossNamespaceVolumeDataSource=true";
+
 /// A client from a kubeconfig file.
 pub(crate) async fn client_for(kubeconfig: &Path) -> Result<Client, ClusterError> {
     let what = format!("load {}", kubeconfig.display());
@@ -205,6 +214,45 @@ pub(crate) async fn plugin_info(socket: &Path) -> Result<(String, String), Strin
     Ok((info.name, info.vendor_version))
 }
 
+/// Read access to ReferenceGrants for csi-provisioner's service account: its upstream RBAC
+/// has these rules commented out, for drivers that clone across namespaces.
+fn reference_grant_rbac(
+    layout: &Layout,
+    account: Option<&crate::objects::ServiceAccountRef>,
+) -> Result<PathBuf, ClusterError> {
+    let account = account.ok_or_else(|| {
+        ClusterError::setup("RBAC of csi-provisioner", "no ServiceAccount defined")
+    })?;
+    let text = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: csi-clone-conformance-referencegrants
+rules:
+  - apiGroups: [\"gateway.networking.k8s.io\"]
+    resources: [\"referencegrants\"]
+    verbs: [\"get\", \"list\", \"watch\"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: csi-clone-conformance-referencegrants
+subjects:
+  - kind: ServiceAccount
+    name: {}
+    namespace: {}
+roleRef:
+  kind: ClusterRole
+  name: csi-clone-conformance-referencegrants
+  apiGroup: rbac.authorization.k8s.io
+",
+        account.name, account.namespace
+    );
+    let path = layout.root.join("referencegrants-rbac.yaml");
+    std::fs::write(&path, text).map_err(|e| ClusterError::io("write", &path, e))?;
+    Ok(path)
+}
+
 /// There is no registry: the pod and pause images come from the bin dir's archive.
 pub(crate) async fn import_images(
     bins: &Binaries,
@@ -255,8 +303,10 @@ pub(crate) async fn sidecars(
     client: &Client,
     server: &str,
     pki: &Pki,
+    gates: &[String],
 ) -> Result<Vec<Command>, ClusterError> {
     let csi = format!("--csi-address={}", layout.driver_socket.display());
+    let cross_namespace = gates.iter().any(|g| g == CROSS_NAMESPACE_GATE);
     let sidecars: [(&str, Vec<String>); 4] = [
         (
             "csi-provisioner",
@@ -295,6 +345,11 @@ pub(crate) async fn sidecars(
     for (name, mut args) in sidecars {
         let rbac = bins.path(&format!("rbac/{name}.yaml"));
         let accounts = apply_rbac(client, &rbac).await?;
+        if name == "csi-provisioner" && cross_namespace {
+            args.push(format!("--feature-gates={CROSS_NAMESPACE_GATE}"));
+            let grants = reference_grant_rbac(layout, accounts.first())?;
+            apply_rbac(client, &grants).await?;
+        }
         let account = accounts.first().ok_or_else(|| {
             ClusterError::setup(
                 format!("RBAC of {name}"),

@@ -117,6 +117,11 @@ pub struct RunArgs {
     /// Seconds each local-cluster component may take to start.
     #[arg(long, default_value_t = 120, requires = "local_cluster")]
     pub start_timeout: u64,
+    /// Feature gates for the local cluster's API server and controller manager, e.g.
+    /// `CrossNamespaceVolumeDataSource=true` (csi-provisioner gets that one too, with the
+    /// ReferenceGrant permissions it then needs).
+    #[arg(long, value_delimiter = ',', requires = "local_cluster")]
+    pub feature_gates: Vec<String>,
     /// Image of the writer/reader pods on a cluster (default: the profile's, else busybox).
     #[arg(long, conflicts_with = "local_cluster")]
     pub pod_image: Option<String>,
@@ -288,6 +293,7 @@ fn target_spec(args: &RunArgs, profile: &DriverProfile) -> Result<TargetSpec, St
                 .unwrap_or_else(|| profile.name.clone()),
         ),
         start_timeout: Duration::from_secs(args.start_timeout),
+        feature_gates: args.feature_gates.clone(),
     })
 }
 

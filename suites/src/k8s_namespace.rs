@@ -9,7 +9,7 @@ use harness::k8s::{ClaimSpec, DataSourceField, ExpectedEvent, VolumeMode};
 use k8s_openapi::api::core::v1::TypedObjectReference;
 use kube::ResourceExt;
 
-use crate::k8s_common::{control_clone, kept_sources, refused, seeded_source};
+use crate::k8s_common::{control_clone, ensure_not_dropped, kept_sources, refused, seeded_source};
 use crate::k8s_data_source::dropped;
 use VolumeMode::Filesystem;
 
@@ -19,6 +19,8 @@ enum Flow {
     NameFromAnotherNamespace,
     /// `dataSourceRef` with the namespace of a claim there, and no ReferenceGrant.
     RefWithNamespace,
+    /// The same from another namespace, with a ReferenceGrant in the source's.
+    RefWithNamespaceAndGrant,
 }
 
 const SAME_NAMESPACE: &str =
@@ -38,6 +40,12 @@ const ROWS: &[Row<Flow>] = &[
         &[R::Clone, R::Mount],
         Flow::RefWithNamespace,
     ),
+    row(
+        "cross_namespace::data_source_ref_with_a_namespace_and_a_grant_clones",
+        CROSS_NAMESPACE,
+        &[R::Clone, R::Mount],
+        Flow::RefWithNamespaceAndGrant,
+    ),
 ];
 
 pub fn suite() -> Suite {
@@ -48,6 +56,7 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
     match row.flow {
         Flow::NameFromAnotherNamespace => name_from_another_namespace(&ctx).await,
         Flow::RefWithNamespace => ref_with_namespace(&ctx).await,
+        Flow::RefWithNamespaceAndGrant => ref_with_grant(&ctx).await,
     }
 }
 
@@ -103,5 +112,52 @@ async fn ref_with_namespace(ctx: &CaseCtx) -> CaseResult {
             "dataSourceRef kept (gate on) or dropped (gate off)",
             "dataSource set, dataSourceRef empty",
         )),
+    }
+}
+
+/// The source (seeded, in the case's namespace) is granted to a second namespace, where the
+/// clone is made and read.
+async fn ref_with_grant(ctx: &CaseCtx) -> CaseResult {
+    let source = seeded_source(ctx, Filesystem).await?;
+    let home = ctx.namespace().await?;
+    let far = ctx.extra_namespace().await?;
+    ctx.grant_claims(&far, &home).await?;
+    let field = DataSourceField::DataSourceRef(TypedObjectReference {
+        api_group: None,
+        kind: "PersistentVolumeClaim".into(),
+        name: source.name.clone(),
+        namespace: Some(home),
+    });
+    let spec = ClaimSpec::new("clone", Filesystem, source.size).with_source(field);
+    let clone = ctx.create_claim_in(&far, &spec).await?.name_any();
+    let kept = ctx
+        .get_claim_in(&far, &clone)
+        .await?
+        .and_then(|c| c.spec)
+        .is_some_and(|s| s.data_source_ref.is_some());
+    // A pod in the clone's namespace reads it once it is bound (or times out with the events).
+    let digest = ctx
+        .digest_claim(&format!("{far}/{clone}"), Filesystem, source.size)
+        .await?;
+    if kept {
+        return ensure_not_dropped(&digest, &source, &clone);
+    }
+    harness::case::ensure(
+        digest != source.digest,
+        "the API server dropped the cross-namespace reference, yet the claim holds the source's data",
+        "an empty volume",
+        digest.to_string(),
+    )?;
+    ctx.advise(format!(
+        "the API server dropped dataSourceRef (namespace {}) as documented when the CrossNamespaceVolumeDataSource feature gate is off, though a ReferenceGrant allowed it; an empty volume bound: a user asking for a cross-namespace clone gets no error and no data",
+        spec_namespace(&spec)
+    ));
+    Ok(())
+}
+
+fn spec_namespace(spec: &ClaimSpec) -> String {
+    match &spec.source {
+        Some(DataSourceField::DataSourceRef(r)) => r.namespace.clone().unwrap_or_default(),
+        _ => String::new(),
     }
 }

@@ -333,8 +333,16 @@ impl CaseCtx {
     }
 
     pub async fn get_claim(&self, name: &str) -> CaseResult<Option<PersistentVolumeClaim>> {
+        self.get_claim_in(&self.namespace().await?, name).await
+    }
+
+    pub async fn get_claim_in(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> CaseResult<Option<PersistentVolumeClaim>> {
         let api: Api<PersistentVolumeClaim> =
-            Api::namespaced(self.cluster()?.client.clone(), &self.namespace().await?);
+            Api::namespaced(self.cluster()?.client.clone(), namespace);
         self.api_call("get PersistentVolumeClaim", api.get_opt(name))
             .await
     }

@@ -8,6 +8,7 @@ mod data;
 mod deletion;
 mod exec;
 mod expand;
+mod grants;
 mod pods;
 pub mod preflight;
 mod refusals;

@@ -40,8 +40,17 @@ impl CaseCtx {
     /// Creates a pod using `claim` and returns at once: what makes a claim of a
     /// WaitForFirstConsumer class get provisioned. The case's cleanup removes it.
     pub async fn request_data_pod(&self, claim: &str, mode: VolumeMode) -> CaseResult<String> {
+        self.request_pod(claim, mode).await.map(|(_, name)| name)
+    }
+
+    /// The pod's namespace and name. `claim` may be `namespace/name` for a claim in another
+    /// namespace of this case (claim names cannot contain `/`).
+    async fn request_pod(&self, claim: &str, mode: VolumeMode) -> CaseResult<(String, String)> {
         let cluster = self.cluster()?;
-        let namespace = self.namespace().await?;
+        let (namespace, claim) = match claim.split_once('/') {
+            Some((namespace, claim)) => (namespace.to_string(), claim),
+            None => (self.namespace().await?, claim),
+        };
         let name = self.unique_name("pod");
         let pod = pod_object(
             &name,
@@ -56,14 +65,13 @@ impl CaseCtx {
             .api_call("create Pod", api.create(&PostParams::default(), &pod))
             .await?;
         self.record_kube(KubeKind::Pod, Some(&namespace), &created);
-        Ok(name)
+        Ok((namespace, name))
     }
 
     /// Starts a pod using `claim` and waits until it runs (so the volume is mounted or mapped).
     pub async fn start_data_pod(&self, claim: &str, mode: VolumeMode) -> CaseResult<DataPod> {
         let cluster = self.cluster()?;
-        let namespace = self.namespace().await?;
-        let name = self.request_data_pod(claim, mode).await?;
+        let (namespace, name) = self.request_pod(claim, mode).await?;
         let api: Api<Pod> = Api::namespaced(cluster.client.clone(), &namespace);
         let started =
             |p: Option<&Pod>| matches!(pod_phase(p), Some("Running" | "Failed" | "Succeeded"));

@@ -39,6 +39,7 @@ pub enum TargetSpec {
         driver: DriverCommand,
         driver_name: Option<String>,
         start_timeout: Duration,
+        feature_gates: Vec<String>,
     },
 }
 
@@ -145,6 +146,7 @@ impl Target {
                 driver,
                 driver_name,
                 start_timeout,
+                feature_gates,
             } => {
                 let options = local_cluster::Options {
                     k8s_bin: k8s_bin.clone(),
@@ -152,6 +154,7 @@ impl Target {
                     driver: driver.clone(),
                     driver_name: driver_name.clone(),
                     start_timeout: *start_timeout,
+                    feature_gates: feature_gates.clone(),
                 };
                 let (cluster, kube) = cluster::start_local(&options).await?;
                 Ok(Target {

@@ -43,7 +43,7 @@ declare -A KILLS=(
     [clone-shares-source]="k8s_clone::filesystem::writes_after_the_clone_stay_on_their_side k8s_clone::block::writes_after_the_clone_stay_on_their_side"
     [delete-source-deletes-clones]="k8s_clone::filesystem::deleting_the_source_leaves_the_clone_intact"
     [capacity-reported-smaller]="k8s_clone::filesystem::clone_binds_with_the_source_data"
-    [clone-unimplemented]="k8s_clone::protection::source_carries_the_cloning_finalizer"
+    [clone-unimplemented]="k8s_clone::protection::source_carries_the_cloning_finalizer k8s_source::pending::clone_of_a_pending_source_waits_and_binds_after_it"
     [larger-clone-not-grown]="k8s_size::larger::filesystem_clone_has_a_larger_filesystem k8s_size::larger::block_clone_has_a_larger_device"
     [expand-does-not-grow]="k8s_size::expanded::clone_expanded_later_grows_and_keeps_its_data"
 )

@@ -19,9 +19,11 @@ const HELD_FOR: Duration = Duration::from_secs(10);
 enum Flow {
     BeingDeleted,
     HeldByPendingClone,
+    SourcePending,
 }
 
 const BEING_DELETED: &str = "k8s: the source must be bound and not being deleted (Kubernetes docs, CSI Volume Cloning; external-provisioner refuses a source with a deletionTimestamp)";
+const BOUND: &str = "k8s: a clone's source must be bound (Kubernetes docs, CSI Volume Cloning); external-provisioner retries a clone of a Pending source until the source binds";
 const HELD: &str = "k8s: external-provisioner keeps provisioner.storage.kubernetes.io/cloning-protection on a cloned source while a clone of it is pending, so a deleted source outlives the request and goes after it";
 
 const ROWS: &[Row<Flow>] = &[
@@ -37,6 +39,12 @@ const ROWS: &[Row<Flow>] = &[
         &[R::Clone, R::Mount],
         Flow::HeldByPendingClone,
     ),
+    row(
+        "pending::clone_of_a_pending_source_waits_and_binds_after_it",
+        BOUND,
+        &[R::Clone, R::Mount],
+        Flow::SourcePending,
+    ),
 ];
 
 pub fn suite() -> Suite {
@@ -47,6 +55,7 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
     match row.flow {
         Flow::BeingDeleted => being_deleted(&ctx).await,
         Flow::HeldByPendingClone => held_by_pending_clone(&ctx).await,
+        Flow::SourcePending => source_pending(&ctx).await,
     }
 }
 
@@ -121,4 +130,42 @@ async fn held_by_pending_clone(ctx: &CaseCtx) -> CaseResult {
         "the source gone within the delete timeout",
         "still present",
     )
+}
+
+/// The source is in a WaitForFirstConsumer class of the same driver, so it stays Pending until a
+/// pod uses it; the clone (in the run's class) waits with the provisioner's event, then binds
+/// once the source has bound.
+async fn source_pending(ctx: &CaseCtx) -> CaseResult {
+    let size = ctx.volume_size();
+    let waiting_class = ctx
+        .create_class_binding(None, Some("WaitForFirstConsumer"))
+        .await?;
+    let source = ctx
+        .create_claim(&ClaimSpec::new("src", Filesystem, size).in_class(&waiting_class))
+        .await?
+        .name_any();
+    let spec = ClaimSpec::new("clone", Filesystem, size).cloning(&source);
+    let clone = ctx.create_claim(&spec).await?.name_any();
+    if ctx.binding()? == harness::k8s::Binding::WaitForFirstConsumer {
+        ctx.request_data_pod(&clone, Filesystem).await?;
+    }
+    let not_bound = ExpectedEvent {
+        reason: "ProvisioningFailed",
+        words: &["must have a status of Bound"],
+    };
+    ctx.wait_claim_event(&clone, not_bound).await?;
+    ctx.ensure_unprovisioned(&clone).await?;
+    // A pod makes the source bind; the clone follows on the provisioner's next retry.
+    let digest = ctx.seed_claim(&source, Filesystem, size, 0).await?;
+    ctx.wait_bound(&clone).await?;
+    let cloned = ctx.digest_claim(&clone, Filesystem, size).await?;
+    ctx.trace(format!(
+        "k8s: the clone bound after its source; it holds {} (the seeded source reads {digest})",
+        if cloned == digest {
+            "the seeded data"
+        } else {
+            "what the source held when it was copied"
+        }
+    ));
+    Ok(())
 }

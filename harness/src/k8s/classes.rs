@@ -189,6 +189,15 @@ impl CaseCtx {
     /// A StorageClass of this case: a copy of the run's class under a new name, served by
     /// `provisioner` when given (another driver's class), else by the same driver.
     pub async fn create_class(&self, provisioner: Option<&str>) -> CaseResult<String> {
+        self.create_class_binding(provisioner, None).await
+    }
+
+    /// `create_class` with another `volumeBindingMode` (`Immediate`, `WaitForFirstConsumer`).
+    pub async fn create_class_binding(
+        &self,
+        provisioner: Option<&str>,
+        binding: Option<&str>,
+    ) -> CaseResult<String> {
         let cluster = self.cluster()?;
         let api: Api<StorageClass> = Api::all(cluster.client.clone());
         let run_class = self
@@ -200,6 +209,9 @@ impl CaseCtx {
             provisioner: provisioner
                 .map(str::to_string)
                 .unwrap_or(run_class.provisioner.clone()),
+            volume_binding_mode: binding
+                .map(str::to_string)
+                .or(run_class.volume_binding_mode.clone()),
             ..run_class
         };
         let created = self

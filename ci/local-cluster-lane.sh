@@ -65,55 +65,14 @@ if ! diff -u "$out/host-before.txt" "$out/host-after.txt"; then
     echo "local-cluster lane: the host is not as it was before the run (diff above)" >&2
     exit 1
 fi
-# 101 is expected only when every failure is a known upstream deviation (checked below).
-if ((status != 0 && status != 101)); then
-    echo "local-cluster lane: the run exited $status" >&2
-    exit "$status"
-fi
-
-python3 - "$out/junit.xml" ci/k8s-known-deviations.txt "$status" <<'EOF'
-import sys
-import xml.etree.ElementTree as ET
-
-junit, known_file, status = sys.argv[1], sys.argv[2], int(sys.argv[3])
-known = {}
-for line in open(known_file, encoding="utf-8"):
-    if line.strip() and not line.startswith("#"):
-        case, upstream, reason = line.rstrip("\n").split("\t")
-        known[case] = f"{upstream}: {reason}"
-root = ET.parse(junit).getroot()
-cases = [c for c in root.iter("testcase") if c.get("name", "").startswith("k8s_")]
-failed = {c.get("name") for c in cases if c.find("failure") is not None}
-broken = [c.get("name") for c in cases if c.find("error") is not None or c.find("skipped") is not None]
-advisory = [c.get("name") for c in cases if any(p.get("name") == "advisory" for p in c.iter("property"))]
-problems = []
-if len(cases) < 25:
-    problems.append(f"only {len(cases)} k8s cases ran (at least 25 expected)")
-if broken:
-    problems.append(f"errored or skipped: {broken}")
-if failed - known.keys():
-    problems.append(f"failed, not a known upstream deviation: {sorted(failed - known.keys())}")
-if known.keys() - failed:
-    problems.append(f"known deviations that no longer fail (update ci/k8s-known-deviations.txt): {sorted(known.keys() - failed)}")
-if (status == 101) != bool(failed):
-    problems.append(f"exit {status} does not match {len(failed)} failure(s)")
-if problems:
-    sys.exit("local-cluster lane: " + "; ".join(problems))
-passed = len(cases) - len(failed) - len(advisory)
-print(f"local-cluster lane: {len(cases)} k8s cases: {passed} passed, {len(advisory)} advisory, {len(failed)} known upstream deviation(s)")
-for case in sorted(failed):
-    print(f"  known deviation {case}: {known[case]}")
-EOF
-python3 - "$out/gated.xml" "$gated" <<'EOF'
-import sys
-import xml.etree.ElementTree as ET
-
-junit, status = sys.argv[1], int(sys.argv[2])
-cases = list(ET.parse(junit).getroot().iter("testcase"))
-bad = [c.get("name") for c in cases if any(c.find(k) is not None for k in ("failure", "error", "skipped"))]
-advisory = [c.get("name") for c in cases if any(p.get("name") == "advisory" for p in c.iter("property"))]
-if status != 0 or len(cases) < 3 or bad or advisory:
-    sys.exit(f"local-cluster lane (gate on): exit {status}, {len(cases)} cases, not passed {bad}, advisory {advisory}")
-print(f"local-cluster lane (CrossNamespaceVolumeDataSource on): {len(cases)} k8s_namespace cases passed")
-EOF
+# 101 is expected only when every failure is a known upstream deviation.
+for pair in "default:$status" "gated:$gated"; do
+    run="${pair%%:*}" code="${pair##*:}"
+    if ((code != 0 && code != 101)); then
+        echo "local-cluster lane: the $run run exited $code" >&2
+        exit "$code"
+    fi
+done
+python3 ci/k8s-lane-check.py "$out/junit.xml" "$status" default 25 ci/k8s-known-deviations.txt
+python3 ci/k8s-lane-check.py "$out/gated.xml" "$gated" gated 4 ci/k8s-known-deviations.txt --no-advisory
 echo "local-cluster lane: ${elapsed}s wall, stack peak RSS $(( $(cat "$out/peak-rss-kib" 2>/dev/null || echo 0) / 1024 )) MiB"

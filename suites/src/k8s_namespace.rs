@@ -5,7 +5,7 @@
 
 use harness::case::{CaseResult, Requirement as R, Row, Suite, Surface, fail_with, row};
 use harness::context::CaseCtx;
-use harness::k8s::{ClaimSpec, DataSourceField, ExpectedEvent, VolumeMode};
+use harness::k8s::{CLONING_PROTECTION, ClaimSpec, DataSourceField, ExpectedEvent, VolumeMode};
 use k8s_openapi::api::core::v1::TypedObjectReference;
 use kube::ResourceExt;
 
@@ -19,13 +19,16 @@ enum Flow {
     NameFromAnotherNamespace,
     /// `dataSourceRef` with the namespace of a claim there, and no ReferenceGrant.
     RefWithNamespace,
-    /// The same from another namespace, with a ReferenceGrant in the source's.
-    RefWithNamespaceAndGrant,
+    /// The same from another namespace, with a ReferenceGrant in the source's; `protected`:
+    /// the source then carries the cloning-protection finalizer, as any cloned source does.
+    RefWithNamespaceAndGrant { protected: bool },
 }
 
 const SAME_NAMESPACE: &str =
     "k8s: a claim can be cloned only into its own namespace (Kubernetes docs, CSI Volume Cloning)";
 const CROSS_NAMESPACE: &str = "k8s: dataSourceRef.namespace needs the CrossNamespaceVolumeDataSource gate (else the API server drops it) and a ReferenceGrant in the source's namespace (API reference, PersistentVolumeClaimSpec.dataSourceRef)";
+
+const PROTECTED: &str = "k8s: external-provisioner protects a clone's source with provisioner.storage.kubernetes.io/cloning-protection so it cannot go while it is cloned; a source in another namespace is a source too";
 
 const ROWS: &[Row<Flow>] = &[
     row(
@@ -44,7 +47,13 @@ const ROWS: &[Row<Flow>] = &[
         "cross_namespace::data_source_ref_with_a_namespace_and_a_grant_clones",
         CROSS_NAMESPACE,
         &[R::Clone, R::Mount],
-        Flow::RefWithNamespaceAndGrant,
+        Flow::RefWithNamespaceAndGrant { protected: false },
+    ),
+    row(
+        "cross_namespace::source_of_a_cross_namespace_clone_is_protected_like_any_source",
+        PROTECTED,
+        &[R::Clone, R::Mount],
+        Flow::RefWithNamespaceAndGrant { protected: true },
     ),
 ];
 
@@ -56,7 +65,7 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
     match row.flow {
         Flow::NameFromAnotherNamespace => name_from_another_namespace(&ctx).await,
         Flow::RefWithNamespace => ref_with_namespace(&ctx).await,
-        Flow::RefWithNamespaceAndGrant => ref_with_grant(&ctx).await,
+        Flow::RefWithNamespaceAndGrant { protected } => ref_with_grant(&ctx, protected).await,
     }
 }
 
@@ -117,7 +126,7 @@ async fn ref_with_namespace(ctx: &CaseCtx) -> CaseResult {
 
 /// The source (seeded, in the case's namespace) is granted to a second namespace, where the
 /// clone is made and read.
-async fn ref_with_grant(ctx: &CaseCtx) -> CaseResult {
+async fn ref_with_grant(ctx: &CaseCtx, protected: bool) -> CaseResult {
     let source = seeded_source(ctx, Filesystem).await?;
     let home = ctx.namespace().await?;
     let far = ctx.extra_namespace().await?;
@@ -140,7 +149,12 @@ async fn ref_with_grant(ctx: &CaseCtx) -> CaseResult {
         .digest_claim(&format!("{far}/{clone}"), Filesystem, source.size)
         .await?;
     if kept {
-        return ensure_not_dropped(&digest, &source, &clone);
+        ensure_not_dropped(&digest, &source, &clone)?;
+        return if protected {
+            source_protected(ctx, &source.name).await
+        } else {
+            Ok(())
+        };
     }
     harness::case::ensure(
         digest != source.digest,
@@ -160,4 +174,21 @@ fn spec_namespace(spec: &ClaimSpec) -> String {
         Some(DataSourceField::DataSourceRef(r)) => r.namespace.clone().unwrap_or_default(),
         _ => String::new(),
     }
+}
+
+/// A cloned source keeps external-provisioner's cloning-protection finalizer (as
+/// `k8s_clone::protection` checks in one namespace): without it, a source deleted while its
+/// clone is in flight takes the clone with it.
+async fn source_protected(ctx: &CaseCtx, source: &str) -> CaseResult {
+    let finalizers = ctx
+        .get_claim(source)
+        .await?
+        .map(|c| c.finalizers().to_vec())
+        .unwrap_or_default();
+    harness::case::ensure(
+        finalizers.iter().any(|f| f == CLONING_PROTECTION),
+        "the source of a cross-namespace clone carries no cloning-protection finalizer: deleted while the clone is in flight, it fails the clone",
+        CLONING_PROTECTION,
+        format!("finalizers {finalizers:?}"),
+    )
 }

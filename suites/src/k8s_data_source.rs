@@ -172,7 +172,7 @@ pub(crate) async fn dropped(
         )?;
         ctx.advise(format!(
             "the API server dropped the claim's data source ({}), {why}; an empty volume {} bound: a user asking for a clone this way gets no error and no data",
-            spec_source(&spec),
+            spec.describe_source(),
             bound
         ));
         return Ok(());
@@ -194,28 +194,6 @@ async fn bound_after_create(
         None => ctx.wait_bound(name).await?,
     };
     Ok((bound.volume.name_any(), digest))
-}
-
-fn spec_source(spec: &ClaimSpec) -> String {
-    match &spec.source {
-        Some(DataSourceField::DataSource(r)) => format!(
-            "dataSource {}/{} {}",
-            r.api_group.as_deref().unwrap_or("core"),
-            r.kind,
-            r.name
-        ),
-        Some(DataSourceField::DataSourceRef(r)) => format!(
-            "dataSourceRef {}/{} {}{}",
-            r.api_group.as_deref().unwrap_or("core"),
-            r.kind,
-            r.name,
-            r.namespace
-                .as_deref()
-                .map(|n| format!(" in namespace {n}"))
-                .unwrap_or_default()
-        ),
-        None => "none".into(),
-    }
 }
 
 async fn ref_rejected(ctx: &CaseCtx, source: &Source) -> CaseResult {

@@ -114,7 +114,8 @@ impl ClaimSpec {
         }
     }
 
-    fn describe_source(&self) -> String {
+    /// The data source as the claim names it, for traces and notes.
+    pub fn describe_source(&self) -> String {
         match self.fields() {
             (Some(r), _) => format!(
                 "dataSource={}/{}/{}",

@@ -234,7 +234,8 @@ impl CaseCtx {
     }
 }
 
-fn labelled(name: &str, run_tag: &str) -> ObjectMeta {
+/// Metadata of an object the run makes: its name and the run label.
+pub(crate) fn labelled(name: &str, run_tag: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_string()),
         labels: Some(BTreeMap::from([(

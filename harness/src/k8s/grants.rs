@@ -3,12 +3,10 @@
 //! on. Made in the source's namespace, which the case created, so removing that namespace
 //! removes the grant.
 
-use std::collections::BTreeMap;
-
-use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::discovery::ApiResource;
 
-use super::RUN_LABEL;
+use super::classes::labelled;
 use crate::case::CaseResult;
 use crate::context::CaseCtx;
 
@@ -25,14 +23,7 @@ impl CaseCtx {
         let api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), to, &resource);
         let name = self.unique_name("grant");
         let mut grant = DynamicObject::new(&name, &resource);
-        grant.metadata = ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some(BTreeMap::from([(
-                RUN_LABEL.to_string(),
-                self.settings().run_tag.clone(),
-            )])),
-            ..ObjectMeta::default()
-        };
+        grant.metadata = labelled(&name, &self.settings().run_tag);
         grant.data = serde_json::json!({
             "spec": {
                 "from": [{ "group": "", "kind": "PersistentVolumeClaim", "namespace": from }],

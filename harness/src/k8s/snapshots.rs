@@ -1,14 +1,13 @@
 //! VolumeSnapshots as a user makes them: one of a claim, in the run's VolumeSnapshotClass,
 //! awaited until `status.readyToUse`; restores are claims whose dataSource names it.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::TypedLocalObjectReference;
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 
+use super::classes::labelled;
 use super::wait::{events_of, until};
-use super::{ClaimSpec, DataSourceField, KubeKind, RUN_LABEL, claims::join_events};
+use super::{ClaimSpec, DataSourceField, KubeKind, claims::join_events};
 use crate::case::{CaseResult, fail_with, harness_error};
 use crate::context::CaseCtx;
 
@@ -39,14 +38,7 @@ impl CaseCtx {
             Api::namespaced_with(cluster.client.clone(), &namespace, &resource);
         let name = self.unique_name("snap");
         let mut object = DynamicObject::new(&name, &resource);
-        object.metadata = ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some(BTreeMap::from([(
-                RUN_LABEL.to_string(),
-                self.settings().run_tag.clone(),
-            )])),
-            ..ObjectMeta::default()
-        };
+        object.metadata = labelled(&name, &self.settings().run_tag);
         object.data = serde_json::json!({
             "spec": {
                 "volumeSnapshotClassName": class,

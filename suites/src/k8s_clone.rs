@@ -11,6 +11,8 @@ use harness::data::Digest;
 use harness::k8s::{BoundClaim, CLONING_PROTECTION, ClaimSpec, VolumeMode, quantity_bytes};
 use kube::ResourceExt;
 
+use crate::k8s_common::{Source, bound_with_digest, seeded_source};
+
 use VolumeMode::{Block, Filesystem};
 
 #[derive(Clone, Copy, Debug)]
@@ -92,21 +94,6 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
     }
 }
 
-/// A source claim with dataset 0 written by a pod, and what a reader pod sees in it.
-struct Source {
-    name: String,
-    size: u64,
-    digest: Digest,
-}
-
-async fn seeded_source(ctx: &CaseCtx, mode: VolumeMode) -> CaseResult<Source> {
-    let size = ctx.volume_size();
-    let claim = ctx.provision(&spec("src", mode, size, None)).await?;
-    let name = claim.name_any();
-    let digest = ctx.seed_claim(&name, mode, size, 0).await?;
-    Ok(Source { name, size, digest })
-}
-
 fn spec(what: &'static str, mode: VolumeMode, size: u64, clone_of: Option<&str>) -> ClaimSpec {
     let spec = ClaimSpec::new(what, mode, size);
     match clone_of {
@@ -115,26 +102,14 @@ fn spec(what: &'static str, mode: VolumeMode, size: u64, clone_of: Option<&str>)
     }
 }
 
-/// Creates a clone of `source` and returns it bound, with its data's digest. With a
-/// WaitForFirstConsumer class the reader pod is what makes it bind.
+/// Creates a clone of `source` and returns it bound, with its data's digest.
 async fn bound_clone(
     ctx: &CaseCtx,
     source: &Source,
     mode: VolumeMode,
 ) -> CaseResult<(BoundClaim, Digest)> {
-    let clone = ctx
-        .create_claim(&spec("clone", mode, source.size, Some(&source.name)))
-        .await?;
-    let name = clone.name_any();
-    let bound = match ctx.wait_bound_if_immediate(&name).await? {
-        Some(bound) => bound,
-        None => {
-            let digest = ctx.digest_claim(&name, mode, source.size).await?;
-            return Ok((ctx.wait_bound(&name).await?, digest));
-        }
-    };
-    let digest = ctx.digest_claim(&name, mode, source.size).await?;
-    Ok((bound, digest))
+    let clone = spec("clone", mode, source.size, Some(&source.name));
+    bound_with_digest(ctx, &clone, source.size).await
 }
 
 async fn holds_source_data(ctx: &CaseCtx, mode: VolumeMode) -> CaseResult {
@@ -284,6 +259,7 @@ async fn clone_of_clone(ctx: &CaseCtx, mode: VolumeMode) -> CaseResult {
     let (first, _) = bound_clone(ctx, &source, mode).await?;
     let first = Source {
         name: first.claim.name_any(),
+        mode,
         size: source.size,
         digest: source.digest,
     };

@@ -151,6 +151,11 @@ impl Ledger {
         }
     }
 
+    /// Whether `resource` is recorded (a replay returns what the first answer recorded).
+    pub fn holds(&self, resource: &Resource) -> bool {
+        self.lock().iter().any(|(_, r)| r == resource)
+    }
+
     pub fn volume_ids(&self) -> Vec<String> {
         self.lock()
             .iter()

@@ -10,6 +10,7 @@ use tonic::{Code, Status};
 
 use crate::context::{Access, CaseCtx, SourceRef};
 use crate::ledger::Resource;
+use crate::retry::HARNESS_TIMEOUT;
 
 fn outcome<T>(result: &Result<T, Status>, ok: impl FnOnce(&T) -> String) -> String {
     match result {
@@ -19,7 +20,7 @@ fn outcome<T>(result: &Result<T, Status>, ok: impl FnOnce(&T) -> String) -> Stri
 }
 
 impl CaseCtx {
-    async fn timed<T>(
+    pub(crate) async fn timed<T>(
         &self,
         limit: Duration,
         call: impl Future<Output = Result<tonic::Response<T>, Status>>,
@@ -30,7 +31,7 @@ impl CaseCtx {
         match tokio::time::timeout(limit, call).await {
             Ok(result) => result.map(tonic::Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded(format!(
-                "no answer within {limit:?} (harness timeout)"
+                "no answer within {limit:?} {HARNESS_TIMEOUT}"
             ))),
         }
     }
@@ -60,7 +61,10 @@ impl CaseCtx {
             self.rpc_timeout()
         };
         let result = self
-            .timed(limit, self.controller()?.create_volume(request))
+            .retried("CreateVolume", limit, || {
+                let (mut client, request) = (self.controller()?, request.clone());
+                Ok(async move { client.create_volume(request).await })
+            })
             .await
             .and_then(|r| {
                 r.volume
@@ -83,7 +87,7 @@ impl CaseCtx {
                 id: volume.volume_id.clone(),
             };
             // A replay returns a volume we already hold: record it once.
-            if !self.ledger().volume_ids().contains(&volume.volume_id) {
+            if !self.ledger().holds(&resource) {
                 self.ledger().record(self.owner(), resource);
             }
         }
@@ -91,14 +95,15 @@ impl CaseCtx {
     }
 
     pub async fn delete_volume(&self, id: &str) -> Result<(), Status> {
+        let request = csi::DeleteVolumeRequest {
+            volume_id: id.to_string(),
+            secrets: self.secrets(),
+        };
         let result = self
-            .timed(
-                self.rpc_timeout(),
-                self.controller()?.delete_volume(csi::DeleteVolumeRequest {
-                    volume_id: id.to_string(),
-                    secrets: self.secrets(),
-                }),
-            )
+            .retried("DeleteVolume", self.rpc_timeout(), || {
+                let (mut client, request) = (self.controller()?, request.clone());
+                Ok(async move { client.delete_volume(request).await })
+            })
             .await
             .map(drop);
         self.trace(format!(
@@ -112,7 +117,36 @@ impl CaseCtx {
         result
     }
 
+    /// CreateSnapshot, then the same request again until the snapshot is `ready_to_use`: the
+    /// spec lets a plugin answer before post-processing ends and lets the CO repeat the call
+    /// to learn when it has (csi-sanity and external-snapshotter do the same), and a snapshot
+    /// is not a usable source before. Within the clone timeout; a snapshot that never becomes
+    /// ready is an error the case reports.
     pub async fn create_snapshot(
+        &self,
+        name: &str,
+        source_volume_id: &str,
+    ) -> Result<csi::Snapshot, Status> {
+        let deadline = tokio::time::Instant::now() + self.clone_timeout();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let snapshot = self.create_snapshot_once(name, source_volume_id).await?;
+            if snapshot.ready_to_use {
+                return Ok(snapshot);
+            }
+            if tokio::time::Instant::now() + delay >= deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "snapshot {} was not ready_to_use within {:?} {HARNESS_TIMEOUT}",
+                    snapshot.snapshot_id,
+                    self.clone_timeout()
+                )));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn create_snapshot_once(
         &self,
         name: &str,
         source_volume_id: &str,
@@ -129,10 +163,10 @@ impl CaseCtx {
                 .collect(),
         };
         let result = self
-            .timed(
-                self.clone_timeout(),
-                self.controller()?.create_snapshot(request),
-            )
+            .retried("CreateSnapshot", self.clone_timeout(), || {
+                let (mut client, request) = (self.controller()?, request.clone());
+                Ok(async move { client.create_snapshot(request).await })
+            })
             .await
             .and_then(|r| {
                 r.snapshot.ok_or_else(|| {
@@ -146,13 +180,16 @@ impl CaseCtx {
                 s.snapshot_id, s.size_bytes, s.ready_to_use
             ))
         ));
-        if let Ok(snapshot) = &result {
-            self.ledger().record(
-                self.owner(),
-                Resource::Snapshot {
-                    id: snapshot.snapshot_id.clone(),
-                },
-            );
+        if let Ok(snapshot) = &result
+            && !snapshot.snapshot_id.is_empty()
+        {
+            let resource = Resource::Snapshot {
+                id: snapshot.snapshot_id.clone(),
+            };
+            // A repeat while waiting for ready_to_use returns the snapshot already recorded.
+            if !self.ledger().holds(&resource) {
+                self.ledger().record(self.owner(), resource);
+            }
         }
         result
     }
@@ -163,10 +200,10 @@ impl CaseCtx {
             secrets: self.secrets(),
         };
         let result = self
-            .timed(
-                self.rpc_timeout(),
-                self.controller()?.delete_snapshot(request),
-            )
+            .retried("DeleteSnapshot", self.rpc_timeout(), || {
+                let (mut client, request) = (self.controller()?, request.clone());
+                Ok(async move { client.delete_snapshot(request).await })
+            })
             .await
             .map(drop);
         self.trace(format!(

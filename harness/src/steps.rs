@@ -25,9 +25,25 @@ pub struct Attached {
 pub struct Seeded {
     pub volume: csi::Volume,
     pub access: Access,
-    /// Bytes the block digest covers (the requested size); unused for mount.
+    /// The source's size as the driver reported it (`reported_size`): what a copy must hold,
+    /// and the bytes the block digest covers.
     pub size: u64,
     pub digest: Digest,
+}
+
+/// The size a driver gave a volume: its `capacity_bytes`, or `requested` when it reports 0
+/// (the spec's "unknown"). Drivers round up (xfs needs 300 MiB), so copies are sized from
+/// this, never from the request. A negative capacity breaks the spec's field rule.
+pub fn reported_size(capacity_bytes: i64, requested: u64) -> CaseResult<u64> {
+    match capacity_bytes {
+        0 => Ok(requested),
+        c if c < 0 => Err(crate::case::fail_with(
+            "capacity_bytes must not be negative (spec: Volume.capacity_bytes)",
+            ">= 0",
+            c.to_string(),
+        )),
+        c => Ok(c as u64),
+    }
 }
 
 /// Runs blocking data-plane work off the runtime; I/O trouble is a harness error.
@@ -60,10 +76,12 @@ impl CaseCtx {
         let size = size.unwrap_or(self.volume_size());
         let name = self.unique_name(&format!("{access}"));
         let request = self.volume_request(&name, access, Some((size, 0)), None);
-        expect_ok(
+        let volume = expect_ok(
             self.create_volume(request).await,
             "setup: CreateVolume of an empty volume",
-        )
+        )?;
+        reported_size(volume.capacity_bytes, size)?;
+        Ok(volume)
     }
 
     /// Creates a volume from `source` with a fresh name; the raw result.
@@ -167,8 +185,8 @@ impl CaseCtx {
 
     /// A new volume with dataset `n` written and detached again: the usual clone source.
     pub async fn seeded_volume(&self, access: Access, n: u64) -> CaseResult<Seeded> {
-        let size = self.volume_size();
-        let volume = self.new_volume(access, Some(size)).await?;
+        let volume = self.new_volume(access, Some(self.volume_size())).await?;
+        let size = reported_size(volume.capacity_bytes, self.volume_size())?;
         let attached = self.attach(&volume, access).await?;
         let digest = self.write_dataset(&attached, size, n).await?;
         self.detach(&attached).await?;

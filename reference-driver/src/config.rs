@@ -9,6 +9,7 @@ use csi_proto::v1::node_service_capability::rpc::Type as NodeRpc;
 
 use crate::faults::{Fault, Faults};
 use crate::storage::FsType;
+use crate::variants::{Variant, Variants};
 
 /// Optional features the driver can advertise; all are on by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
@@ -63,6 +64,8 @@ pub struct DriverConfig {
     pub freeze_deadline: Duration,
     /// Deliberate non-conformance (see `faults.rs`); empty in normal use.
     pub faults: Faults,
+    /// Other behaviours the spec allows (see `variants.rs`); empty in normal use.
+    pub variants: Variants,
 }
 
 impl DriverConfig {
@@ -78,6 +81,7 @@ impl DriverConfig {
             copy_pace: None,
             freeze_deadline: crate::storage::freeze::DEFAULT_DEADLINE,
             faults: Faults::new(),
+            variants: Variants::new(),
         }
     }
 
@@ -87,6 +91,10 @@ impl DriverConfig {
 
     pub fn fault(&self, fault: Fault) -> bool {
         self.faults.contains(&fault)
+    }
+
+    pub fn variant(&self, variant: Variant) -> bool {
+        self.variants.contains(&variant)
     }
 
     /// Every controller capability the driver advertises; handlers check the same set.

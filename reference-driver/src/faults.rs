@@ -44,6 +44,8 @@ pub enum Fault {
     WrongSourceIdEchoed,
     /// A replay of an identical request creates a second volume.
     ReplayCreatesSecondVolume,
+    /// A replay answers the same volume with another capacity_bytes and no volume_context.
+    ReplayChangesVolume,
     /// Same name with another (or no) source returns the existing volume, not ALREADY_EXISTS.
     ConflictIgnoresSource,
     /// Identical concurrent requests race and each creates a volume.
@@ -54,6 +56,9 @@ pub enum Fault {
     MalformedSourceAccepted,
     /// A copy smaller than its source is made (truncated) instead of OUT_OF_RANGE.
     SmallerThanSourceAccepted,
+    /// A copy whose limit_bytes is below its source is made at the source's size anyway,
+    /// exceeding the limit, instead of OUT_OF_RANGE.
+    LimitBelowSourceIgnored,
     /// capacity_bytes of a copy is reported as half the real size.
     CapacityReportedSmaller,
     /// A larger copy reports the larger capacity but keeps the source's size.

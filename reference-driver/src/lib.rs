@@ -11,3 +11,4 @@ pub mod locks;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod variants;

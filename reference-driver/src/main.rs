@@ -11,6 +11,7 @@ use reference_driver::core::Driver;
 use reference_driver::faults::Fault;
 use reference_driver::server::{self, Endpoint};
 use reference_driver::storage::FsType;
+use reference_driver::variants::Variant;
 
 /// Hostpath-style reference CSI driver with real, independent clones.
 #[derive(Parser, Debug)]
@@ -51,6 +52,10 @@ struct Args {
     /// self-tests, see docs/mutation-matrix.md).
     #[arg(long = "fault", value_enum)]
     faults: Vec<Fault>,
+    /// Answer in another way the CSI spec allows (repeatable; conformant, unlike a fault:
+    /// for proving the harness accepts every legal answer, see docs/mutation-matrix.md).
+    #[arg(long = "variant", value_enum)]
+    variants: Vec<Variant>,
 }
 
 fn parse_fs(text: &str) -> Result<FsType, String> {
@@ -78,6 +83,10 @@ async fn main() -> anyhow::Result<()> {
     config.copy_pace = args.copy_pace_ms.map(Duration::from_millis);
     config.freeze_deadline = args.freeze_deadline;
     config.faults = args.faults.into_iter().collect();
+    config.variants = args.variants.into_iter().collect();
+    if !config.variants.is_empty() {
+        tracing::info!(variants = ?config.variants, "legal variants on");
+    }
     if !config.faults.is_empty() {
         tracing::warn!(faults = ?config.faults, "deliberately non-conformant: faults injected");
     }

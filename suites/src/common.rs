@@ -1,8 +1,9 @@
 //! Small pieces every suite uses: picking the access type, making sources of either kind.
 
+use csi_proto::v1 as csi;
 use harness::case::{CaseResult, expect_ok};
 use harness::context::{Access, CaseCtx, SourceRef};
-use harness::steps::Seeded;
+use harness::steps::{Seeded, reported_size};
 
 /// Whether a row works on a volume or a snapshot as its source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,25 +21,37 @@ pub fn default_access(ctx: &CaseCtx) -> Access {
     }
 }
 
-/// An empty source of `kind` (for controller-only rows), and its size.
+/// An empty source of `kind` (for controller-only rows), and its size as the driver reported
+/// it (a snapshot's `size_bytes`, else its volume's): what a copy of it must hold.
 pub async fn empty_source(
     ctx: &CaseCtx,
     kind: SourceKind,
     access: Access,
 ) -> CaseResult<(SourceRef, u64)> {
     let volume = ctx.new_volume(access, None).await?;
-    let size = ctx.volume_size();
+    let size = reported_size(volume.capacity_bytes, ctx.volume_size())?;
     match kind {
         SourceKind::Volume => Ok((SourceRef::Volume(volume.volume_id), size)),
         SourceKind::Snapshot => {
-            let name = ctx.unique_name("snap");
-            let snapshot = expect_ok(
-                ctx.create_snapshot(&name, &volume.volume_id).await,
-                "setup: CreateSnapshot",
-            )?;
+            let snapshot = snapshot_of(ctx, &volume.volume_id).await?;
+            let size = snapshot_size(&snapshot, size)?;
             Ok((SourceRef::Snapshot(snapshot.snapshot_id), size))
         }
     }
+}
+
+/// A new snapshot of `volume_id`, which must succeed.
+pub async fn snapshot_of(ctx: &CaseCtx, volume_id: &str) -> CaseResult<csi::Snapshot> {
+    let name = ctx.unique_name("snap");
+    expect_ok(
+        ctx.create_snapshot(&name, volume_id).await,
+        "setup: CreateSnapshot",
+    )
+}
+
+/// A snapshot's `size_bytes`, or its volume's size when it reports 0 (unknown).
+pub fn snapshot_size(snapshot: &csi::Snapshot, volume_size: u64) -> CaseResult<u64> {
+    reported_size(snapshot.size_bytes, volume_size)
 }
 
 /// A seeded volume, or a snapshot of one, as a source; the digest is what a copy must hold.
@@ -51,11 +64,7 @@ pub async fn seeded_source(
     match kind {
         SourceKind::Volume => Ok((SourceRef::Volume(seeded.volume.volume_id.clone()), seeded)),
         SourceKind::Snapshot => {
-            let name = ctx.unique_name("snap");
-            let snapshot = expect_ok(
-                ctx.create_snapshot(&name, &seeded.volume.volume_id).await,
-                "setup: CreateSnapshot",
-            )?;
+            let snapshot = snapshot_of(ctx, &seeded.volume.volume_id).await?;
             Ok((SourceRef::Snapshot(snapshot.snapshot_id), seeded))
         }
     }

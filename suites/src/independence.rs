@@ -85,7 +85,7 @@ const ROWS: &[Row<Flow>] = &[
     ),
     row(
         "mount::deleting_a_snapshot_source_keeps_the_snapshot_restorable",
-        "spec: DeleteVolume — snapshots not affected MUST stay usable as sources",
+        "spec: DeleteVolume — OK with its snapshots still usable as sources, or FAILED_PRECONDITION (snapshots not independent) leaving the volume untouched",
         &[R::Snapshot, R::Mount, R::DataPlane],
         Flow::DeleteSnapshotSource(Access::Mount),
     ),
@@ -209,7 +209,7 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
                 (Err(status), _) => {
                     return Err(fail_with(
                         "deleting a source with clones must succeed (or be refused with FAILED_PRECONDITION)",
-                        "OK or FAILED_PRECONDITION",
+                        deletion_answers(policy, "delete_source_with_clones"),
                         harness::case::describe_status(&status),
                     ));
                 }
@@ -237,10 +237,34 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
         }
         Flow::DeleteSnapshotSource(access) => {
             let (snapshot, seeded) = seeded_source(&ctx, SourceKind::Snapshot, access).await?;
-            expect_ok(
-                ctx.delete_volume(&seeded.volume.volume_id).await,
-                "DeleteVolume of the snapshot's source",
-            )?;
+            let policy = ctx.profile().clone.delete_source_with_snapshots;
+            match (ctx.delete_volume(&seeded.volume.volume_id).await, policy) {
+                (Ok(()), SourceDeletion::Refused) => {
+                    return Err(fail_with(
+                        "the profile says deleting a volume with snapshots is refused",
+                        "FAILED_PRECONDITION",
+                        "OK",
+                    ));
+                }
+                (Ok(()), _) => {}
+                (Err(status), SourceDeletion::Refused | SourceDeletion::Either)
+                    if status.code() == Code::FailedPrecondition =>
+                {
+                    let digest = ctx.digest_of(&seeded.volume, access, seeded.size).await?;
+                    ensure_eq(
+                        &digest,
+                        &seeded.digest,
+                        "a volume whose deletion was refused must be left untouched",
+                    )?;
+                }
+                (Err(status), _) => {
+                    return Err(fail_with(
+                        "deleting a volume with snapshots must succeed (or be refused with FAILED_PRECONDITION)",
+                        deletion_answers(policy, "delete_source_with_snapshots"),
+                        harness::case::describe_status(&status),
+                    ));
+                }
+            }
             let restored = copy_of(&ctx, snapshot, &seeded).await?;
             let digest = ctx.digest_of(&restored, access, seeded.size).await?;
             ensure_eq(
@@ -285,5 +309,14 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
                 "the end of the chain must hold the original data",
             )
         }
+    }
+}
+
+/// The answers `policy` (the profile key `clone.<key>`) allows to a DeleteVolume of a source.
+fn deletion_answers(policy: SourceDeletion, key: &str) -> String {
+    match policy {
+        SourceDeletion::Allowed => format!("OK (clone.{key}: allowed)"),
+        SourceDeletion::Refused => format!("FAILED_PRECONDITION (clone.{key}: refused)"),
+        SourceDeletion::Either => "OK or FAILED_PRECONDITION".to_string(),
     }
 }

@@ -5,13 +5,14 @@ use harness::case::{
     CaseResult, Requirement as R, Row, Suite, ensure, ensure_eq, expect_code, expect_ok, fail_with,
     row,
 };
+use harness::context::SourceRef;
 use harness::context::{Access, CaseCtx};
 use harness::data;
-use harness::profile::LargerClone;
+use harness::profile::{LargerClone, SmallerCopy};
 use harness::steps::blocking;
 use tonic::Code;
 
-use crate::common::{SourceKind, empty_source, seeded_source};
+use crate::common::{SourceKind, empty_source, seeded_source, snapshot_of, snapshot_size};
 
 #[derive(Clone, Copy, Debug)]
 enum Flow {
@@ -44,14 +45,14 @@ const ROWS: &[Row<Flow>] = &[
         Flow::Larger(Access::Block),
     ),
     row(
-        "clone::smaller_than_source_is_out_of_range",
-        "spec: CreateVolume errors / 11 OUT_OF_RANGE (smaller than the source)",
+        "clone::smaller_request_is_out_of_range_or_the_whole_source",
+        "spec: CreateVolume errors / 11 OUT_OF_RANGE (smaller than the source), or CapacityRange.required_bytes — \"at least this big\": a copy of the source's size and data",
         &[R::Clone],
         Flow::Smaller(SourceKind::Volume),
     ),
     row(
-        "restore::smaller_than_snapshot_is_out_of_range",
-        "spec: CreateVolume errors / 11 OUT_OF_RANGE; Snapshot.size_bytes — a volume from it MUST NOT be smaller",
+        "restore::smaller_request_is_out_of_range_or_the_whole_snapshot",
+        "spec: CreateVolume errors / 11 OUT_OF_RANGE (smaller than the source snapshot), or CapacityRange.required_bytes — \"at least this big\": a volume of the snapshot's size and data",
         &[R::Snapshot],
         Flow::Smaller(SourceKind::Snapshot),
     ),
@@ -91,13 +92,78 @@ pub fn suite() -> Suite {
     Suite::from_rows("size", ROWS, interpret)
 }
 
+/// `capacity_bytes` is at least `wanted`, or 0 (the spec's "unknown"); negative is judged too.
 fn at_least(capacity: i64, wanted: u64, what: &str) -> CaseResult {
     ensure(
-        capacity == 0 || capacity as u64 >= wanted,
+        capacity == 0 || u64::try_from(capacity).is_ok_and(|c| c >= wanted),
         what,
-        format!(">= {wanted} (or 0 for unknown)"),
-        capacity.to_string(),
+        format!("capacity_bytes >= {wanted} (or 0 for unknown)"),
+        format!("capacity_bytes = {capacity}"),
     )
+}
+
+/// required_bytes half the source's, no limit_bytes: OUT_OF_RANGE, or a copy the size of the
+/// whole source holding its data (checked when the data plane can), as the profile allows.
+async fn smaller_copy(ctx: &CaseCtx, kind: SourceKind, access: Access) -> CaseResult {
+    let with_data = R::DataPlane.unmet(ctx.profile()).is_none();
+    let (source, floor, data) = match (with_data, kind) {
+        (false, _) => {
+            let (source, floor) = empty_source(ctx, kind, access).await?;
+            (source, floor, None)
+        }
+        (true, SourceKind::Volume) => {
+            let (source, seeded) = seeded_source(ctx, kind, access).await?;
+            (source, seeded.size, Some((seeded.size, seeded.digest)))
+        }
+        (true, SourceKind::Snapshot) => {
+            let seeded = ctx.seeded_volume(access, 0).await?;
+            let snapshot = snapshot_of(ctx, &seeded.volume.volume_id).await?;
+            let floor = snapshot_size(&snapshot, seeded.size)?;
+            let source = SourceRef::Snapshot(snapshot.snapshot_id);
+            (source, floor, Some((seeded.size, seeded.digest)))
+        }
+    };
+    let result = ctx.create_from(&source, access, Some((floor / 2, 0))).await;
+    let policy = ctx.profile().clone.smaller;
+    let copy = match (result, policy) {
+        (Err(status), SmallerCopy::Refuse | SmallerCopy::Either)
+            if status.code() == Code::OutOfRange =>
+        {
+            return Ok(());
+        }
+        (Ok(_), SmallerCopy::Refuse) => {
+            return Err(fail_with(
+                "the profile says copies smaller than their source are refused (clone.smaller: refuse)",
+                "OUT_OF_RANGE",
+                "OK",
+            ));
+        }
+        (Ok(copy), _) => copy,
+        (Err(status), _) => {
+            return Err(fail_with(
+                "a copy requested smaller than its source must be refused with OUT_OF_RANGE or made at least the source's size",
+                match policy {
+                    SmallerCopy::Refuse => "OUT_OF_RANGE (clone.smaller: refuse)",
+                    SmallerCopy::RoundUp => "OK with the whole source (clone.smaller: round_up)",
+                    SmallerCopy::Either => "OUT_OF_RANGE, or OK with the whole source",
+                },
+                harness::case::describe_status(&status),
+            ));
+        }
+    };
+    at_least(
+        copy.capacity_bytes,
+        floor,
+        "a copy made from a smaller request must still be at least the source's size",
+    )?;
+    match data {
+        Some((size, digest)) => ensure_eq(
+            &ctx.digest_of(&copy, access, size).await?,
+            &digest,
+            "a copy made from a smaller request must hold the source's data",
+        ),
+        None => Ok(()),
+    }
 }
 
 /// The attached clone shows `size` bytes and the source data (block: the first source bytes).
@@ -231,14 +297,7 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
                 }
             }
         }
-        Flow::Smaller(kind) => {
-            let (source, size) = empty_source(&ctx, kind, access).await?;
-            expect_code(
-                ctx.create_from(&source, access, Some((size / 2, 0))).await,
-                Code::OutOfRange,
-                "CreateVolume smaller than its source",
-            )
-        }
+        Flow::Smaller(kind) => smaller_copy(&ctx, kind, access).await,
         Flow::NoCapacityRange => {
             let (source, size) = empty_source(&ctx, SourceKind::Volume, access).await?;
             let clone = expect_ok(

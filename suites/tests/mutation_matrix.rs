@@ -1,7 +1,9 @@
-//! The mutation matrix: runs the suites against the reference driver once per fault and checks
-//! that (a) every fault makes at least one case fail, (b) every case fails under at least one
-//! fault, (c) with no fault everything passes. Prints the matrix and writes
-//! docs/mutation-matrix.md. Part of `cargo test --workspace`; `cargo test -p suites --test
+//! The mutation matrix, both ways: runs the suites against the reference driver once per fault
+//! and once per legal variant, and checks that (a) every fault makes at least one case fail,
+//! (b) every case fails under at least one fault other than the catch-all `clone-unimplemented`
+//! (no false pass), (c) with no fault, and (d) with each legal variant, everything passes (no
+//! false failure). Prints the matrix and writes it to `target/tmp/mutation-matrix.md`, never
+//! into the source tree. Part of `cargo test --workspace`; `cargo test -p suites --test
 //! mutation_matrix` runs it alone.
 
 mod common;
@@ -21,8 +23,10 @@ const CSI_ONLY: Surfaces = Surfaces {
     csi: true,
     kubernetes: false,
 };
+use harness::profile::ClonePolicy;
 use reference_driver::config::Feature;
 use reference_driver::faults::Fault;
+use reference_driver::variants::Variant;
 use reports::{Outcome, RunReport};
 
 /// A driver set-up the matrix runs: the default one, and one that does not offer clones (for
@@ -33,25 +37,51 @@ enum Setup {
     NoClone,
 }
 
-/// Which set-ups each fault runs in: every fault in the default one; faults about the
-/// clone capability also in the no-clone one.
-fn setups(fault: Option<Fault>) -> Vec<Setup> {
-    match fault {
-        None | Some(Fault::CloneWithoutCapability) => vec![Setup::Default, Setup::NoClone],
-        Some(_) => vec![Setup::Default],
+/// How the driver is changed for one run: not at all, by a fault, or by a legal variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Mode {
+    Clean,
+    Fault(Fault),
+    Variant(Variant),
+}
+
+/// The fault that is only the catch-all "clone is broken": killing a case with it alone says
+/// nothing about the case's own rule.
+const CATCH_ALL: Fault = Fault::CloneUnimplemented;
+
+/// Which set-ups each run uses: everything in the default one; the clean run and faults about
+/// the clone capability also in the no-clone one.
+fn setups(mode: Mode) -> Vec<Setup> {
+    match mode {
+        Mode::Clean | Mode::Fault(Fault::CloneWithoutCapability) => {
+            vec![Setup::Default, Setup::NoClone]
+        }
+        _ => vec![Setup::Default],
     }
 }
 
-fn all_faults() -> Vec<Fault> {
+fn all_modes() -> Vec<Mode> {
     use clap::ValueEnum;
-    Fault::value_variants().to_vec()
+    std::iter::once(Mode::Clean)
+        .chain(Fault::value_variants().iter().map(|f| Mode::Fault(*f)))
+        .chain(Variant::value_variants().iter().map(|v| Mode::Variant(*v)))
+        .collect()
 }
 
-fn fault_name(fault: Option<Fault>) -> String {
-    use clap::ValueEnum;
-    fault.map_or("(none)".into(), |f| {
-        f.to_possible_value().expect("named").get_name().to_string()
-    })
+fn value_name(value: &impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .expect("named")
+        .get_name()
+        .to_string()
+}
+
+fn mode_name(mode: Mode) -> String {
+    match mode {
+        Mode::Clean => "(none)".into(),
+        Mode::Fault(f) => value_name(&f),
+        Mode::Variant(v) => format!("variant {}", value_name(&v)),
+    }
 }
 
 struct Outcomes {
@@ -62,18 +92,27 @@ struct Outcomes {
     seconds: f64,
 }
 
-fn run_once(fault: Option<Fault>, setup: Setup, work: &std::path::Path) -> Outcomes {
+fn run_once(mode: Mode, setup: Setup, work: &std::path::Path) -> Outcomes {
     let started = Instant::now();
-    let name = format!("{}-{setup:?}", fault_name(fault)).replace(['(', ')'], "");
+    let name = format!("{}-{setup:?}", mode_name(mode)).replace(['(', ')', ' '], "");
     let dir = work.join(&name);
     std::fs::create_dir_all(&dir).expect("run dir");
     let driver = common::InProcessDriver::start(&dir, "driver", |config| {
-        config.faults = fault.into_iter().collect();
+        match mode {
+            Mode::Clean => {}
+            Mode::Fault(fault) => drop(config.faults.insert(fault)),
+            Mode::Variant(variant) => drop(config.variants.insert(variant)),
+        }
         if setup == Setup::NoClone {
             config.features.remove(&Feature::Clone);
         }
     });
     let mut profile = DriverProfile::reference();
+    if let Mode::Variant(_) = mode {
+        // The reference profile pins the default answers; a variant's profile says "either",
+        // as a vendor's would for a driver that gives the other answer.
+        profile.clone = ClonePolicy::default();
+    }
     profile.capabilities.clone = setup != Setup::NoClone;
     profile.timeouts.rpc_secs = 20;
     profile.timeouts.clone_secs = 30;
@@ -96,7 +135,7 @@ fn run_once(fault: Option<Fault>, setup: Setup, work: &std::path::Path) -> Outco
         silent: true,
     };
     let report: RunReport = run(planned, options, Vec::new())
-        .unwrap_or_else(|e| panic!("run with fault {}: {e}", fault_name(fault)));
+        .unwrap_or_else(|e| panic!("run with {}: {e}", mode_name(mode)));
     drop(driver);
     let mut outcomes = Outcomes {
         failed: BTreeSet::new(),
@@ -142,86 +181,40 @@ fn main() {
         .prefix("csi-clone-matrix-")
         .tempdir_in("/var/tmp")
         .expect("work dir");
-    let mut jobs: Vec<(Option<Fault>, Setup)> = Vec::new();
-    for fault in std::iter::once(None).chain(all_faults().into_iter().map(Some)) {
-        for setup in setups(fault) {
-            jobs.push((fault, setup));
+    let mut jobs: Vec<(Mode, Setup)> = Vec::new();
+    for mode in all_modes() {
+        for setup in setups(mode) {
+            jobs.push((mode, setup));
         }
     }
     let queue = Mutex::new(jobs.clone());
-    let results: Mutex<BTreeMap<(String, Setup), Outcomes>> = Mutex::new(BTreeMap::new());
+    let results: Mutex<BTreeMap<(Mode, Setup), Outcomes>> = Mutex::new(BTreeMap::new());
     // Two runs at a time: each already runs two cases at once on this 2-core machine.
     std::thread::scope(|scope| {
         for _ in 0..2 {
             scope.spawn(|| loop {
-                let Some((fault, setup)) = queue.lock().unwrap().pop() else { break };
-                let outcomes = run_once(fault, setup, work.path());
-                eprintln!("matrix: fault {} ({setup:?}): {} of {} cases failed, {} errors, {} leaks, {:.1}s",
-                    fault_name(fault), outcomes.failed.len(), outcomes.ran.len(), outcomes.errored.len(), outcomes.leaks, outcomes.seconds);
-                results.lock().unwrap().insert((fault_name(fault), setup), outcomes);
+                let Some((mode, setup)) = queue.lock().unwrap().pop() else { break };
+                let outcomes = run_once(mode, setup, work.path());
+                eprintln!("matrix: {} ({setup:?}): {} of {} cases failed, {} errors, {} leaks, {:.1}s",
+                    mode_name(mode), outcomes.failed.len(), outcomes.ran.len(), outcomes.errored.len(), outcomes.leaks, outcomes.seconds);
+                results.lock().unwrap().insert((mode, setup), outcomes);
             });
         }
     });
     let results = results.into_inner().unwrap();
     let wall = started.elapsed().as_secs_f64();
-
-    let mut problems = Vec::new();
-    // (c) no fault: everything that ran passed, nothing leaked.
-    for setup in setups(None) {
-        let clean = &results[&(fault_name(None), setup)];
-        for id in clean.failed.iter().chain(&clean.errored) {
-            problems.push(format!("without faults ({setup:?}), {id} did not pass"));
-        }
-        if clean.leaks > 0 {
-            problems.push(format!("without faults ({setup:?}), {} leaks", clean.leaks));
-        }
-    }
-    // (a) every fault kills something; (b) every case is killed by something.
-    let mut killers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut all_cases = BTreeSet::new();
-    let mut kills = 0;
-    for ((fault, _), outcomes) in &results {
-        all_cases.extend(outcomes.ran.iter().cloned());
-        if fault == &fault_name(None) {
-            continue;
-        }
-        for id in &outcomes.failed {
-            killers.entry(id.clone()).or_default().insert(fault.clone());
-        }
-    }
-    let mut by_fault: BTreeMap<String, (BTreeSet<String>, usize, usize)> = BTreeMap::new();
-    for ((fault, _), outcomes) in &results {
-        if fault == &fault_name(None) {
-            continue;
-        }
-        let entry = by_fault.entry(fault.clone()).or_default();
-        entry.0.extend(outcomes.failed.iter().cloned());
-        entry.1 += outcomes.errored.len();
-        entry.2 += outcomes.leaks;
-    }
-    for (fault, (failed, _, _)) in &by_fault {
-        kills += failed.len();
-        if failed.is_empty() {
-            problems.push(format!("fault {fault} made no case fail"));
-        }
-    }
-    for id in &all_cases {
-        if !killers.contains_key(id) {
-            problems.push(format!("case {id} failed under no fault"));
-        }
-    }
-
-    let markdown = render(&by_fault, &killers, &all_cases, kills, wall, &problems);
+    let verdict = judge(&results);
+    let markdown = render(&verdict, wall);
     print!("{markdown}");
-    let doc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/mutation-matrix.md");
-    std::fs::write(&doc, &markdown).expect("write docs/mutation-matrix.md");
-    eprintln!("matrix written to {}", doc.display());
-    if problems.is_empty() {
+    let table = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mutation-matrix.md");
+    std::fs::write(&table, &markdown).expect("write the matrix table");
+    eprintln!("matrix written to {}", table.display());
+    if verdict.problems.is_empty() {
         println!(
             "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in {wall:.2}s"
         );
     } else {
-        for problem in &problems {
+        for problem in &verdict.problems {
             eprintln!("matrix problem: {problem}");
         }
         println!(
@@ -231,46 +224,123 @@ fn main() {
     }
 }
 
-fn render(
-    by_fault: &BTreeMap<String, (BTreeSet<String>, usize, usize)>,
-    killers: &BTreeMap<String, BTreeSet<String>>,
-    all_cases: &BTreeSet<String>,
+/// What the runs add up to.
+#[derive(Default)]
+struct Verdict {
+    /// Fault → (cases failed, harness errors, leaks).
+    by_fault: BTreeMap<String, (BTreeSet<String>, usize, usize)>,
+    /// Case → the faults that made it fail.
+    killers: BTreeMap<String, BTreeSet<String>>,
+    /// Variant → (cases run, cases that did not pass).
+    variants: BTreeMap<String, (usize, BTreeSet<String>)>,
+    all_cases: BTreeSet<String>,
     kills: usize,
-    wall: f64,
-    problems: &[String],
-) -> String {
-    let killed_faults = by_fault.values().filter(|(f, _, _)| !f.is_empty()).count();
-    let killing_cases = all_cases
-        .iter()
-        .filter(|c| killers.contains_key(*c))
+    problems: Vec<String>,
+}
+
+fn judge(results: &BTreeMap<(Mode, Setup), Outcomes>) -> Verdict {
+    let mut v = Verdict::default();
+    for ((mode, setup), outcomes) in results {
+        v.all_cases.extend(outcomes.ran.iter().cloned());
+        let not_passed = || outcomes.failed.iter().chain(&outcomes.errored);
+        match mode {
+            // (c) no fault and (d) every legal variant: everything passes, nothing leaks.
+            Mode::Clean | Mode::Variant(_) => {
+                let name = mode_name(*mode);
+                for id in not_passed() {
+                    v.problems
+                        .push(format!("with {name} ({setup:?}), {id} did not pass"));
+                }
+                if outcomes.leaks > 0 {
+                    v.problems
+                        .push(format!("with {name} ({setup:?}), {} leaks", outcomes.leaks));
+                }
+                if let Mode::Variant(_) = mode {
+                    let entry = v.variants.entry(name).or_default();
+                    entry.0 += outcomes.ran.len();
+                    entry.1.extend(not_passed().cloned());
+                }
+            }
+            Mode::Fault(_) => {
+                let fault = mode_name(*mode);
+                for id in &outcomes.failed {
+                    v.killers
+                        .entry(id.clone())
+                        .or_default()
+                        .insert(fault.clone());
+                }
+                let entry = v.by_fault.entry(fault).or_default();
+                entry.0.extend(outcomes.failed.iter().cloned());
+                entry.1 += outcomes.errored.len();
+                entry.2 += outcomes.leaks;
+            }
+        }
+    }
+    // (a) every fault kills something; (b) every case is killed by a fault of its own rule.
+    for (fault, (failed, _, _)) in &v.by_fault {
+        v.kills += failed.len();
+        if failed.is_empty() {
+            v.problems.push(format!("fault {fault} made no case fail"));
+        }
+    }
+    let catch_all = value_name(&CATCH_ALL);
+    for id in &v.all_cases {
+        match v.killers.get(id) {
+            None => v.problems.push(format!("case {id} failed under no fault")),
+            Some(k) if k.iter().all(|f| *f == catch_all) => v.problems.push(format!(
+                "case {id} fails only under the catch-all {catch_all}: no fault breaks its own rule"
+            )),
+            Some(_) => {}
+        }
+    }
+    v
+}
+
+fn render(v: &Verdict, wall: f64) -> String {
+    let killed_faults = v
+        .by_fault
+        .values()
+        .filter(|(f, _, _)| !f.is_empty())
         .count();
+    let killing_cases = v
+        .all_cases
+        .iter()
+        .filter(|c| v.killers.contains_key(*c))
+        .count();
+    let false_failures: usize = v.variants.values().map(|(_, bad)| bad.len()).sum();
     let mut out = String::new();
     out.push_str("# Mutation matrix\n\n");
-    out.push_str("Written by `cargo test -p suites --test mutation_matrix` (part of `cargo test --workspace`): every\n");
-    out.push_str("suite runs against the reference driver once per `--fault` (see `reference-driver/src/faults.rs`),\n");
-    out.push_str("and once with no fault, in the default set-up and, for the clone-capability faults, with\n");
-    out.push_str(
-        "`CLONE_VOLUME` switched off. A fault is killed when at least one case fails under it.\n\n",
-    );
-    out.push_str("The Kubernetes (`k8s_*`) cases need a cluster; their matrix is the local-cluster fault lane\n");
-    out.push_str("(`ci/local-cluster-faults.sh`, in `.ci/run`), and the cases no driver fault can kill (refusals\n");
-    out.push_str("and drops made by external-provisioner or the API server) are listed with their positive\n");
-    out.push_str("controls in [k8s-rules.md](k8s-rules.md#mutation-matrix).\n\n");
+    out.push_str("Written by `cargo test -p suites --test mutation_matrix` (part of `cargo test --workspace`):\n");
+    out.push_str("every CSI suite runs against the reference driver once per `--fault` (no false pass: each\n");
+    out.push_str("fault must fail some case) and once per legal `--variant` (no false failure: every case must\n");
+    out.push_str("pass), plus a clean run, in the default set-up and, for the clone-capability faults, with\n");
+    out.push_str("`CLONE_VOLUME` switched off. A case killed only by the catch-all `clone-unimplemented` is a\n");
+    out.push_str("problem: no fault of its own rule proves it.\n\n");
     out.push_str(&format!(
-        "**{killed_faults} of {} faults killed; {killing_cases} of {} cases kill at least one fault; {kills} kills; clean runs {}; wall time {wall:.0} s.**\n\n",
-        by_fault.len(),
-        all_cases.len(),
-        if problems.iter().any(|p| p.starts_with("without faults")) { "NOT green" } else { "all green" },
+        "**{killed_faults} of {} faults killed; {killing_cases} of {} cases killed; {} kills; {} legal variants, {false_failures} false failures; {} problems; wall time {wall:.0} s.**\n\n",
+        v.by_fault.len(),
+        v.all_cases.len(),
+        v.kills,
+        v.variants.len(),
+        v.problems.len(),
     ));
-    if !problems.is_empty() {
+    if !v.problems.is_empty() {
         out.push_str("## Problems\n\n");
-        for problem in problems {
+        for problem in &v.problems {
             out.push_str(&format!("- {problem}\n"));
         }
         out.push('\n');
     }
-    out.push_str("## Faults and the cases that caught them\n\n| fault | cases failed | harness errors | leaks | caught by |\n|---|--:|--:|--:|---|\n");
-    for (fault, (failed, errors, leaks)) in by_fault {
+    out.push_str("## Legal variants\n\n| variant | cases run | did not pass |\n|---|--:|---|\n");
+    for (variant, (ran, bad)) in &v.variants {
+        let list: Vec<&str> = bad.iter().map(String::as_str).collect();
+        out.push_str(&format!(
+            "| `{variant}` | {ran} | {} |\n",
+            list.join("<br>")
+        ));
+    }
+    out.push_str("\n## Faults and the cases that caught them\n\n| fault | cases failed | harness errors | leaks | caught by |\n|---|--:|--:|--:|---|\n");
+    for (fault, (failed, errors, leaks)) in &v.by_fault {
         let list: Vec<&str> = failed.iter().map(String::as_str).collect();
         out.push_str(&format!(
             "| `{fault}` | {} | {errors} | {leaks} | {} |\n",
@@ -279,19 +349,17 @@ fn render(
         ));
     }
     out.push_str("\n## Cases and the faults they catch\n\n| case | faults caught |\n|---|---|\n");
-    for case in all_cases {
-        let list: Vec<String> = killers
+    for case in &v.all_cases {
+        let list: Vec<String> = v
+            .killers
             .get(case)
             .map(|k| k.iter().map(|f| format!("`{f}`")).collect())
             .unwrap_or_default();
-        out.push_str(&format!(
-            "| `{case}` | {} |\n",
-            if list.is_empty() {
-                "**none**".to_string()
-            } else {
-                list.join(" ")
-            }
-        ));
+        let list = match list.is_empty() {
+            true => "**none**".to_string(),
+            false => list.join(" "),
+        };
+        out.push_str(&format!("| `{case}` | {list} |\n"));
     }
     out
 }

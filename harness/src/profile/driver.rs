@@ -117,11 +117,35 @@ pub enum SourceDeletion {
     Either,
 }
 
+/// A copy requested smaller than its source (required_bytes below it, no limit_bytes): the
+/// spec lists OUT_OF_RANGE, and "at least required_bytes" also allows a copy of the source's size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmallerCopy {
+    Refuse,
+    RoundUp,
+    #[default]
+    Either,
+}
+
+/// Rules whose spec text reads two ways: a deviation is reported as advisory (passed, with a
+/// note) unless the profile asks for strict, when it fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ambiguous {
+    #[default]
+    Advisory,
+    Strict,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClonePolicy {
     pub larger: LargerClone,
+    pub smaller: SmallerCopy,
     pub delete_source_with_clones: SourceDeletion,
+    pub delete_source_with_snapshots: SourceDeletion,
+    pub ambiguous: Ambiguous,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -437,6 +461,11 @@ mod tests {
         );
         assert_eq!(r.clone.larger, LargerClone::Grow);
         assert_eq!(r.clone.delete_source_with_clones, SourceDeletion::Allowed);
+        assert_eq!(r.clone.smaller, SmallerCopy::Refuse);
+        assert_eq!(
+            r.clone.delete_source_with_snapshots,
+            SourceDeletion::Allowed
+        );
         assert_eq!(r.data_plane, DataPlane::Local);
     }
 

@@ -9,8 +9,8 @@ mod quantity;
 mod testdriver;
 
 pub use driver::{
-    Capabilities, ClonePolicy, DataPlane, DriverProfile, LargerClone, ProfileError, Sizes,
-    SourceDeletion, Timeouts,
+    Ambiguous, Capabilities, ClonePolicy, DataPlane, DriverProfile, LargerClone, ProfileError,
+    Sizes, SmallerCopy, SourceDeletion, Timeouts,
 };
 pub use kubernetes::{
     BINDING_MODES, ClassManifest, ClassSource, CloneClasses, KubernetesSettings, RECLAIM_POLICIES,

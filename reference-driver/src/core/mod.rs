@@ -17,6 +17,7 @@ use crate::error::{DriverError, DriverResult};
 use crate::locks::KeyedLocks;
 use crate::state::{AccessType, Source, Staging, StateStore, is_driver_id};
 use crate::storage::{self, FsType, freeze};
+use crate::variants::{InFlight, PostProcessing, Variant};
 
 /// Sizes are kept in whole filesystem blocks so loop devices and mkfs see exactly what we report.
 pub const SIZE_ALIGNMENT: u64 = 4096;
@@ -28,6 +29,10 @@ pub struct Driver {
     pub store: StateStore,
     locks: KeyedLocks,
     units: node::NodeUnits,
+    /// `AsyncSnapshots`: snapshots not yet ready_to_use.
+    post_processing: PostProcessing,
+    /// `AbortWhenBusy`: names and sources with a CreateVolume in flight.
+    in_flight: InFlight,
 }
 
 /// What a new volume is populated from, resolved while the source is held shared.
@@ -57,7 +62,14 @@ impl Driver {
             store,
             locks: KeyedLocks::default(),
             units: node::NodeUnits::default(),
+            post_processing: PostProcessing::default(),
+            in_flight: InFlight::default(),
         })
+    }
+
+    /// Whether a snapshot may be used as a source yet (`AsyncSnapshots` post-processing).
+    pub fn snapshot_ready(&self, id: &str) -> bool {
+        !self.config.variant(Variant::AsyncSnapshots) || self.post_processing.is_ready(id)
     }
 
     fn volume_key(id: &str) -> String {

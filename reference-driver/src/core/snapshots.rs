@@ -8,6 +8,7 @@ use crate::error::{DriverError, DriverResult};
 use crate::faults;
 use crate::state::{AccessType, SnapshotRecord, Status, is_driver_id, new_snapshot_id};
 use crate::storage;
+use crate::variants::Variant;
 
 impl Driver {
     pub async fn create_snapshot(
@@ -87,6 +88,9 @@ impl Driver {
             snap.status = Status::Ready;
             snap.clone()
         })?;
+        if self.config.variant(Variant::AsyncSnapshots) {
+            self.post_processing.start(&ready.id);
+        }
         tracing::info!(id = %ready.id, %name, source = %source_volume_id, "snapshot created");
         Ok(ready)
     }

@@ -12,6 +12,7 @@ use crate::error::{DriverError, DriverResult};
 use crate::faults::Fault;
 use crate::state::{AccessType, Source, Status, VolumeRecord, new_volume_id};
 use crate::storage::{self, FsType};
+use crate::variants::{InFlightGuard, Variant};
 
 /// A validated CreateVolume request in domain terms (0 = unspecified for the byte fields).
 #[derive(Clone, Debug)]
@@ -35,6 +36,10 @@ pub struct Expanded {
 impl Driver {
     /// Creates the volume, or returns the existing one of that name (`true`: a replay).
     pub async fn create_volume(&self, request: CreateVolume) -> DriverResult<(VolumeRecord, bool)> {
+        let _in_flight = match self.config.variant(Variant::AbortWhenBusy) {
+            true => Some(self.claim_in_flight(&request)?),
+            false => None,
+        };
         let race = self.config.fault(Fault::ConcurrentCreatesRace);
         // Concurrent identical requests queue here: the first creates, the rest replay.
         let _name = match race {
@@ -67,6 +72,21 @@ impl Driver {
             self.leak_half_made(&request, error).await;
         }
         created.map(|volume| (volume, false))
+    }
+
+    /// `AbortWhenBusy`: the request's name and source, unless another request holds one.
+    fn claim_in_flight(&self, request: &CreateVolume) -> DriverResult<InFlightGuard<'_>> {
+        let mut keys = vec![format!("name {:?}", request.name)];
+        match &request.source {
+            Some(Source::Volume(id)) => keys.push(format!("source volume {id}")),
+            Some(Source::Snapshot(id)) => keys.push(format!("source snapshot {id}")),
+            None => {}
+        }
+        self.in_flight.claim(keys).map_err(|busy| {
+            DriverError::Aborted(format!(
+                "an operation on {busy} is already in progress; retry later"
+            ))
+        })
     }
 
     async fn create_new(&self, request: &CreateVolume) -> DriverResult<VolumeRecord> {
@@ -223,6 +243,11 @@ impl Driver {
                     return Err(missing());
                 }
                 let hold = self.locks.shared(&Self::snapshot_key(id)).await;
+                if !self.snapshot_ready(id) {
+                    return Err(DriverError::FailedPrecondition(format!(
+                        "snapshot {id} is not ready_to_use yet; wait until it is"
+                    )));
+                }
                 let state = self.store.read();
                 let s = state
                     .snapshots
@@ -286,12 +311,19 @@ impl Driver {
         origin: Option<&Origin>,
         fs_type: Option<FsType>,
     ) -> DriverResult<u64> {
-        let (required, limit) = (request.required_bytes, request.limit_bytes);
+        let (required, mut limit) = (request.required_bytes, request.limit_bytes);
+        if self.config.fault(Fault::LimitBelowSourceIgnored)
+            && origin.is_some_and(|o| limit > 0 && limit < o.size_bytes)
+        {
+            limit = 0;
+        }
         if let Some(origin) =
             origin.filter(|_| !self.config.fault(Fault::SmallerThanSourceAccepted))
         {
             let floor = origin.size_bytes;
-            if required > 0 && required < floor {
+            // The variant gives "at least required_bytes" as the source's size instead.
+            let round_up = limit == 0 && self.config.variant(Variant::RoundUpSmallCopies);
+            if required > 0 && required < floor && !round_up {
                 return Err(DriverError::OutOfRange(format!(
                     "capacity_range.required_bytes {required} is smaller than the source's {floor} bytes"
                 )));
@@ -307,7 +339,12 @@ impl Driver {
             None => MIN_BLOCK_VOLUME,
         };
         let wanted = if required > 0 {
-            required
+            match origin {
+                Some(origin) if self.config.variant(Variant::RoundUpSmallCopies) => {
+                    required.max(origin.size_bytes)
+                }
+                _ => required,
+            }
         } else if let Some(origin) = origin {
             origin.size_bytes
         } else if limit > 0 {
@@ -339,6 +376,19 @@ impl Driver {
         let Some(volume) = self.store.read().volumes.get(id).cloned() else {
             return Ok(());
         };
+        if self.config.variant(Variant::RefuseDeleteWithSnapshots)
+            && let Some(snapshot) = self
+                .store
+                .read()
+                .snapshots
+                .values()
+                .find(|s| s.source_volume_id == id)
+        {
+            return Err(DriverError::FailedPrecondition(format!(
+                "volume {id} has snapshot {}, which depends on it here; delete the snapshot first",
+                snapshot.id
+            )));
+        }
         if let Some(staged) = &volume.staged {
             return Err(DriverError::FailedPrecondition(format!(
                 "volume {id} is still staged at {}; unstage it first",

@@ -86,6 +86,10 @@ impl ControllerService {
         if volume.source.is_some() && faults.fault(Fault::CapacityReportedSmaller) {
             answer.capacity_bytes /= 2;
         }
+        if replayed && faults.fault(Fault::ReplayChangesVolume) {
+            answer.volume_context.clear();
+            answer.capacity_bytes += 1 << 20;
+        }
         Ok(answer)
     }
 
@@ -182,7 +186,7 @@ impl ControllerService {
         let entries = page
             .iter()
             .map(|s| csi::list_snapshots_response::Entry {
-                snapshot: Some(convert::to_snapshot(s)),
+                snapshot: Some(convert::to_snapshot(s, self.driver.snapshot_ready(&s.id))),
             })
             .collect();
         Ok(csi::ListSnapshotsResponse {
@@ -304,7 +308,10 @@ impl Controller for ControllerService {
                 let source = required_str(&r.source_volume_id, "source_volume_id")?;
                 let snapshot = self.driver.create_snapshot(name, source).await?;
                 Ok(csi::CreateSnapshotResponse {
-                    snapshot: Some(convert::to_snapshot(&snapshot)),
+                    snapshot: Some(convert::to_snapshot(
+                        &snapshot,
+                        self.driver.snapshot_ready(&snapshot.id),
+                    )),
                 })
             }
             .await,
@@ -353,7 +360,10 @@ impl Controller for ControllerService {
                     id: id.to_string(),
                 })?;
             Ok(csi::GetSnapshotResponse {
-                snapshot: Some(convert::to_snapshot(&snapshot)),
+                snapshot: Some(convert::to_snapshot(
+                    &snapshot,
+                    self.driver.snapshot_ready(&snapshot.id),
+                )),
             })
         })())
     }

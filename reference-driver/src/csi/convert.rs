@@ -199,7 +199,7 @@ pub fn to_volume(volume: &VolumeRecord) -> csi::Volume {
     }
 }
 
-pub fn to_snapshot(snapshot: &SnapshotRecord) -> csi::Snapshot {
+pub fn to_snapshot(snapshot: &SnapshotRecord, ready_to_use: bool) -> csi::Snapshot {
     let nanos = snapshot.created_unix_nanos;
     csi::Snapshot {
         size_bytes: snapshot.size_bytes as i64,
@@ -209,7 +209,7 @@ pub fn to_snapshot(snapshot: &SnapshotRecord) -> csi::Snapshot {
             seconds: (nanos / 1_000_000_000) as i64,
             nanos: (nanos % 1_000_000_000) as i32,
         }),
-        ready_to_use: true,
+        ready_to_use,
         group_snapshot_id: String::new(),
     }
 }

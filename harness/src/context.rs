@@ -170,6 +170,11 @@ impl CaseCtx {
     }
 
     /// The CSI clients; cases that need them are only planned on targets that have them.
+    /// Whether the target has a CSI endpoint (not so on a cluster).
+    pub fn has_csi(&self) -> bool {
+        self.inner.handles.csi.is_some()
+    }
+
     fn csi(&self) -> Result<&CsiHandles, tonic::Status> {
         self.inner.handles.csi.as_ref().ok_or_else(|| {
             tonic::Status::failed_precondition("harness: this target has no CSI endpoint")

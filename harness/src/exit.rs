@@ -15,6 +15,9 @@ pub const NOTHING_SELECTED: i32 = 5;
 /// No conformance failure, but the harness or the machine failed some case (or reports could
 /// not be written): the verdict is incomplete.
 pub const HARNESS_ERROR: i32 = 6;
+/// The target stopped answering mid-run (a Probe after a failed case got no answer): one
+/// verdict for the run, not a failure per case; the report names the case and the cause.
+pub const TARGET_LOST: i32 = 8;
 /// At least one conformance failure (or a leak): the libtest convention.
 pub const FAILURES: i32 = 101;
 /// Interrupted by SIGINT (Ctrl-C) after cleaning up; SIGHUP gives 129 and SIGTERM 143. A
@@ -25,7 +28,9 @@ pub const INTERRUPTED: i32 = 130;
 /// The exit code a finished run deserves.
 pub fn for_report(report: &reports::RunReport) -> i32 {
     let counts = report.counts();
-    if counts.failed > 0 || !report.leaks.is_empty() {
+    if report.target_lost.is_some() {
+        TARGET_LOST
+    } else if counts.failed > 0 || !report.leaks.is_empty() {
         FAILURES
     } else if counts.errors > 0 {
         HARNESS_ERROR

@@ -67,6 +67,9 @@ pub struct Ledger {
     leaked: Mutex<Vec<Resource>>,
     /// Set on Ctrl-C: cases make no new calls, so the final cleanup sees everything.
     stopping: AtomicBool,
+    /// Set when the target stopped answering (at which case, and why): no new calls either,
+    /// and nothing is sent to remove CSI objects from a target that cannot answer.
+    lost: Mutex<Option<String>>,
     in_flight: AtomicUsize,
     csi: Option<CsiHandles>,
     kube: Option<KubeCleanup>,
@@ -96,6 +99,7 @@ impl Ledger {
             entries: Mutex::new(Vec::new()),
             leaked: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
+            lost: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             csi,
             kube,
@@ -117,7 +121,7 @@ impl Ledger {
     /// A case's call may start: `None` once the run is stopping. Drop the ticket when the
     /// call (and its recording) is done.
     pub fn call_ticket(&self) -> Option<CallTicket<'_>> {
-        if self.stopping.load(Ordering::SeqCst) {
+        if self.stopping.load(Ordering::SeqCst) || self.lost().is_some() {
             return None;
         }
         self.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -133,6 +137,18 @@ impl Ledger {
         }
         // A finished call records its result right after returning: give that a moment.
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    /// Records that the target was lost; `false` if it already was (the first cause stays).
+    pub fn mark_lost(&self, cause: String) -> bool {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        let first = lost.is_none();
+        lost.get_or_insert(cause);
+        first
+    }
+
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -250,6 +266,9 @@ impl Ledger {
                 Ok(result) => result,
                 Err(_) => Err(format!("not removed within {:?}", limit * 4)),
             };
+        }
+        if let Some(lost) = self.lost() {
+            return Err(format!("not removed: the target was lost {lost}"));
         }
         let limit = cap(self.call_timeout);
         match tokio::time::timeout(limit, self.remove_csi(resource)).await {

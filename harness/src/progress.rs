@@ -71,7 +71,11 @@ impl Reporter for TerminalProgress {
             RunEvent::RunFinished {
                 duration_secs,
                 leaks,
+                target_lost,
             } => {
+                if let Some(lost) = target_lost {
+                    let _ = writeln!(err, "  TARGET LOST {lost}");
+                }
                 for leak in leaks {
                     let _ = writeln!(err, "  LEAK  {leak}");
                 }

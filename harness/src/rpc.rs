@@ -26,7 +26,10 @@ impl CaseCtx {
         call: impl Future<Output = Result<tonic::Response<T>, Status>>,
     ) -> Result<T, Status> {
         let Some(_ticket) = self.ledger().call_ticket() else {
-            return Err(Status::cancelled("the run was interrupted"));
+            return Err(Status::cancelled(match self.ledger().lost() {
+                Some(lost) => format!("not sent: the target was lost {lost}"),
+                None => "the run was interrupted".to_string(),
+            }));
         };
         match tokio::time::timeout(limit, call).await {
             Ok(result) => result.map(tonic::Response::into_inner),

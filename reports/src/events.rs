@@ -35,6 +35,8 @@ pub enum RunEvent {
         duration_secs: f64,
         /// Resources left behind, see [`RunReport::leaks`].
         leaks: Vec<String>,
+        /// See [`RunReport::target_lost`].
+        target_lost: Option<String>,
     },
 }
 
@@ -84,10 +86,12 @@ impl Reporter for Collector {
             RunEvent::RunFinished {
                 duration_secs,
                 leaks,
+                target_lost,
             } => {
                 if let Some(report) = &mut self.report {
                     report.duration_secs = *duration_secs;
                     report.leaks.extend(leaks.iter().cloned());
+                    report.target_lost.clone_from(target_lost);
                 }
             }
         }
@@ -168,6 +172,7 @@ mod tests {
             RunEvent::RunFinished {
                 duration_secs: 3.25,
                 leaks: vec!["volume vol-9".into()],
+                target_lost: None,
             },
         ];
         // Through a trait object, as the runner holds reporters.

@@ -25,7 +25,8 @@
 //!       "duration_secs": f64, "trace": [str], "cleanup_errors": [str]
 //!     }
 //!   ],
-//!   "leaks": [str]
+//!   "leaks": [str],
+//!   "target_lost": str|null
 //! }
 //! ```
 //!
@@ -49,6 +50,7 @@ struct Document<'a> {
     counts: Counts,
     cases: Vec<&'a CaseRecord>,
     leaks: &'a [String],
+    target_lost: Option<&'a str>,
 }
 
 /// Renders `report` as the pretty-printed JSON summary described in the module docs.
@@ -60,6 +62,7 @@ pub fn to_json(report: &RunReport) -> Result<String, ReportError> {
         counts: report.counts(),
         cases: report.sorted_cases(),
         leaks: &report.leaks,
+        target_lost: report.target_lost.as_deref(),
     };
     let mut text = serde_json::to_string_pretty(&document).map_err(ReportError::JsonSerialize)?;
     text.push('\n');

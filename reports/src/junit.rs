@@ -26,6 +26,7 @@ const REPORT_NAME: &str = "csi-clone-conformance";
 /// Suite and case names of the synthetic leak case.
 const LEAK_SUITE: &str = "run";
 const LEAK_CASE: &str = "run::leaks";
+const TARGET_CASE: &str = "run::target";
 
 /// Renders `report` as JUnit XML.
 pub fn to_junit(report: &RunReport) -> Result<String, ReportError> {
@@ -49,9 +50,14 @@ pub fn to_junit(report: &RunReport) -> Result<String, ReportError> {
         suite.add_test_cases(cases.into_iter().map(test_case));
         junit.add_test_suite(suite);
     }
-    if !report.leaks.is_empty() {
+    if !report.leaks.is_empty() || report.target_lost.is_some() {
         let mut suite = new_suite(LEAK_SUITE, &properties, timestamp);
-        suite.add_test_case(leak_case(&report.leaks));
+        if let Some(lost) = &report.target_lost {
+            suite.add_test_case(target_lost_case(lost));
+        }
+        if !report.leaks.is_empty() {
+            suite.add_test_case(leak_case(&report.leaks));
+        }
         junit.add_test_suite(suite);
     }
     junit.to_string().map_err(ReportError::Junit)
@@ -138,6 +144,17 @@ fn test_case(case: &CaseRecord) -> TestCase {
         }
         test_case.set_system_err(text);
     }
+    test_case
+}
+
+/// A failing `run::target` case: one verdict for a target that stopped answering.
+fn target_lost_case(lost: &str) -> TestCase {
+    let message = format!("target lost {lost}");
+    let mut test_case = TestCase::new(
+        TARGET_CASE,
+        non_success(NonSuccessKind::Error, &message, message.clone()),
+    );
+    test_case.set_classname(LEAK_SUITE);
     test_case
 }
 

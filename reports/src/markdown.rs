@@ -13,10 +13,13 @@ use crate::model::{CaseRecord, Counts, Outcome, RunReport};
 pub fn to_markdown(report: &RunReport) -> String {
     let cases = report.sorted_cases();
     let mut out = String::new();
-    line(
-        &mut out,
-        format!("## {}", verdict(report.counts(), report.leaks.len())),
-    );
+    match &report.target_lost {
+        Some(lost) => line(&mut out, format!("## 🔌 Target lost {lost}")),
+        None => line(
+            &mut out,
+            format!("## {}", verdict(report.counts(), report.leaks.len())),
+        ),
+    }
     line(&mut out, "");
     run_table(&mut out, report);
     suite_table(&mut out, &cases);

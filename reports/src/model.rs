@@ -105,6 +105,10 @@ pub struct RunReport {
     pub cases: Vec<CaseRecord>,
     /// Volumes/snapshots the run created and could not remove, or inventory differences.
     pub leaks: Vec<String>,
+    /// Set when the target stopped answering mid-run: at which case and why. The cases after
+    /// it did not run, and the verdicts of those it cut short are void.
+    #[serde(default)]
+    pub target_lost: Option<String>,
 }
 
 /// Number of cases per outcome.
@@ -131,6 +135,7 @@ impl RunReport {
             duration_secs: 0.0,
             cases: Vec::new(),
             leaks: Vec::new(),
+            target_lost: None,
         }
     }
 

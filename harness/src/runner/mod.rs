@@ -3,6 +3,7 @@
 //! the reporters, cleans up LIFO, takes a before/after inventory, tears the target down and
 //! writes the reports.
 
+mod health;
 mod interrupt;
 mod session;
 mod trials;
@@ -142,6 +143,7 @@ pub fn run(
         RunEvent::RunFinished {
             duration_secs: started.elapsed().as_secs_f64(),
             leaks,
+            target_lost: session.ledger.lost(),
         },
     );
     let report = {

@@ -49,9 +49,29 @@ pub(super) fn run_trial(
             id: item.name.clone(),
         },
     );
+    if let Some(lost) = ctx.ledger().lost() {
+        let reason = format!("not run: the target was lost {lost}");
+        let record = record(
+            &item,
+            Outcome::Skipped { reason },
+            0.0,
+            Vec::new(),
+            Vec::new(),
+        );
+        Events::emit(&events, RunEvent::CaseFinished { record });
+        return Ok(());
+    }
     let case = (item.case.run)(ctx.clone());
     let result = handle.block_on(async move { tokio::time::timeout(limit, case).await });
     let cleanup_errors = handle.block_on(ctx.ledger().cleanup(Some(ctx.owner())));
+    // Whatever went wrong may be the target going away: one Probe tells.
+    if !(matches!(result, Ok(Ok(()))) && cleanup_errors.is_empty())
+        && !ctx.ledger().is_stopping()
+        && let Err(cause) = handle.block_on(super::health::check(&ctx))
+    {
+        ctx.ledger()
+            .mark_lost(format!("at case {}: no answer {cause}", item.name));
+    }
     let mut outcome = match result {
         Ok(Ok(())) => match ctx.take_advisory() {
             Some(note) => Outcome::Advisory { note },
@@ -74,6 +94,14 @@ pub(super) fn run_trial(
             message: "cleanup after the case failed".into(),
             expected: Some("every volume, snapshot, stage and publish removable".into()),
             actual: Some(cleanup_errors.join("; ")),
+        };
+    }
+    if let Some(lost) = ctx.ledger().lost()
+        && !(passed && cleanup_errors.is_empty())
+    {
+        // What failed here may be the loss itself: this case says nothing about the driver.
+        outcome = Outcome::Error {
+            message: format!("verdict void: the target was lost {lost}"),
         };
     }
     let verdict = match &outcome {

@@ -30,6 +30,11 @@ pub enum Fault {
     /// Copies of an in-use mount volume only syncfs the source and copy while writers
     /// continue: a torn filesystem. They copy at 16 MiB/s, as long as a real volume's would.
     CloneWithoutFreeze,
+    /// NodePublishVolume with readonly binds the volume read-write.
+    ReadonlyIgnored,
+    /// A clone cannot be staged while its source is staged (it keeps the source's filesystem
+    /// identity, as an xfs copy keeps its UUID).
+    CloneUnmountableBesideSource,
     /// Deleting a volume zeroes the data of its clones.
     DeleteSourceDeletesClones,
     /// Deleting a clone zeroes the data of its source.

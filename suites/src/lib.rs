@@ -19,6 +19,7 @@ pub mod k8s_snapshot;
 pub mod k8s_source;
 pub mod k8s_storage_class;
 pub mod k8s_volume_mode;
+pub mod publish;
 pub mod size;
 
 use harness::case::Suite;
@@ -32,6 +33,7 @@ pub fn all() -> Vec<Suite> {
         access_type::suite(),
         data_integrity::suite(),
         independence::suite(),
+        publish::suite(),
         concurrency::suite(),
         k8s_clone::suite(),
         k8s_volume_mode::suite(),

@@ -8,6 +8,7 @@ use super::host::{self, FileId};
 use super::{Driver, PublishRequest, VolumeHold, check_access_type, normalise, published_key};
 use crate::core::{blocking, path_string};
 use crate::error::{DriverError, DriverResult};
+use crate::faults::Fault;
 use crate::state::{AccessType, NodeIntent, Staging, VolumeRecord};
 use crate::storage::{self, StorageError};
 
@@ -70,8 +71,10 @@ impl Driver {
                 w.intent = Some(NodeIntent::Publish(target.clone()))
             })
         })?;
-        let (t, access, readonly) = (target.clone(), volume.access_type, request.readonly);
-        let bound = blocking(move || bind_target(&staged, &t, access, readonly)).await;
+        let (t, access) = (target.clone(), volume.access_type);
+        let bind_readonly = request.readonly && !self.config.fault(Fault::ReadonlyIgnored);
+        let readonly = request.readonly;
+        let bound = blocking(move || bind_target(&staged, &t, access, bind_readonly)).await;
         let recorded = bound.and_then(|()| {
             Ok(self.store.update(|s| {
                 s.with_node_work(&id, |w| w.intent = None);

@@ -9,7 +9,8 @@ use super::host::{self, FileId};
 use super::{Driver, StageRequest, VolumeHold, check_access_type, normalise};
 use crate::core::blocking;
 use crate::error::{DriverError, DriverResult};
-use crate::state::{AccessType, NodeIntent, Staging, State, VolumeRecord};
+use crate::faults::Fault;
+use crate::state::{AccessType, NodeIntent, Source, Staging, State, VolumeRecord};
 use crate::storage::{self, FsType};
 
 /// How a fresh stage gets its loop device.
@@ -76,6 +77,7 @@ impl Driver {
         request: StageRequest,
     ) -> DriverResult<()> {
         check_stage_request(&volume, &request)?;
+        self.clone_beside_source_fault(&volume)?;
         let (image, _image_hold) = self.hold_image(&volume.id).await?;
         let image = image.ok_or_else(|| {
             DriverError::FailedPrecondition(format!("volume {} has no image file", volume.id))
@@ -554,4 +556,27 @@ fn unmount_unrecorded(path: &Path, image: FileId, access: AccessType) -> storage
         storage::mount::unmount(path)?;
     }
     Ok(())
+}
+
+impl Driver {
+    /// Fault `clone-unmountable-beside-source`: the refusal a driver gives whose clones keep
+    /// their source's filesystem identity (an xfs UUID) and cannot be mounted beside it.
+    fn clone_beside_source_fault(&self, volume: &VolumeRecord) -> DriverResult<()> {
+        let Some(Source::Volume(source)) = &volume.source else {
+            return Ok(());
+        };
+        let source_staged = self
+            .store
+            .read()
+            .volumes
+            .get(source)
+            .is_some_and(|s| s.staged.is_some());
+        if self.config.fault(Fault::CloneUnmountableBesideSource) && source_staged {
+            return Err(DriverError::Internal(format!(
+                "mount: volume {} has the filesystem UUID of staged volume {source}",
+                volume.id
+            )));
+        }
+        Ok(())
+    }
 }

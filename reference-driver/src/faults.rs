@@ -39,6 +39,8 @@ pub enum Fault {
     DeleteSourceDeletesClones,
     /// Deleting a clone zeroes the data of its source.
     DeleteCloneDamagesSource,
+    /// Deleting a snapshot zeroes the data of the volumes restored from it.
+    DeleteSnapshotDamagesRestores,
     /// Deleting a volume deletes its snapshots.
     DeleteVolumeDeletesSnapshots,
     /// Responses never carry content_source.

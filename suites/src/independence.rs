@@ -34,6 +34,10 @@ enum Flow {
     DeleteClone(Access),
     /// Delete a snapshot's source volume; the snapshot still restores the data.
     DeleteSnapshotSource(Access),
+    /// source → snapshot → restore; the snapshot is deleted.
+    DeleteSnapshotOfRestore,
+    /// source → clone → clone of the clone; the middle one is deleted.
+    DeleteMiddleOfChain,
     Chain(Chain, Access),
 }
 
@@ -112,6 +116,18 @@ const ROWS: &[Row<Flow>] = &[
         INDEPENDENT,
         &[R::Clone, R::Block, R::DataPlane],
         Flow::Chain(Chain::CloneOfClone, Access::Block),
+    ),
+    row(
+        "chain::deleting_a_snapshot_leaves_its_restore_complete",
+        "spec: DeleteSnapshot — OK, or FAILED_PRECONDITION (snapshot in use); a restored volume is independent of it",
+        &[R::Snapshot, R::Mount, R::DataPlane],
+        Flow::DeleteSnapshotOfRestore,
+    ),
+    row(
+        "chain::deleting_the_middle_of_a_clone_chain_leaves_both_ends_complete",
+        DV,
+        &[R::Clone, R::Mount, R::DataPlane],
+        Flow::DeleteMiddleOfChain,
     ),
 ];
 
@@ -272,6 +288,62 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
                 &seeded.digest,
                 "a snapshot must restore its data after its source was deleted",
             )
+        }
+        Flow::DeleteSnapshotOfRestore => {
+            let access = Access::Mount;
+            let (snapshot, seeded) = seeded_source(&ctx, SourceKind::Snapshot, access).await?;
+            let restored = copy_of(&ctx, snapshot.clone(), &seeded).await?;
+            let SourceRef::Snapshot(id) = &snapshot else {
+                unreachable!()
+            };
+            match ctx.delete_snapshot(id).await {
+                Ok(()) => {}
+                Err(status) if status.code() == Code::FailedPrecondition => {
+                    ctx.trace("the snapshot is in use: FAILED_PRECONDITION, allowed");
+                }
+                Err(status) => {
+                    return Err(fail_with(
+                        "deleting a snapshot with a restored volume must succeed (or be refused with FAILED_PRECONDITION)",
+                        "OK or FAILED_PRECONDITION",
+                        harness::case::describe_status(&status),
+                    ));
+                }
+            }
+            let digest = ctx.digest_of(&restored, access, seeded.size).await?;
+            ensure_eq(
+                &digest,
+                &seeded.digest,
+                "a restored volume must stay complete after its snapshot is deleted",
+            )
+        }
+        Flow::DeleteMiddleOfChain => {
+            let access = Access::Mount;
+            let (source, seeded) = seeded_source(&ctx, SourceKind::Volume, access).await?;
+            let middle = copy_of(&ctx, source, &seeded).await?;
+            let end = copy_of(&ctx, SourceRef::Volume(middle.volume_id.clone()), &seeded).await?;
+            let policy = ctx.profile().clone.delete_source_with_clones;
+            match (ctx.delete_volume(&middle.volume_id).await, policy) {
+                (Ok(()), SourceDeletion::Allowed | SourceDeletion::Either) => {}
+                (Err(status), SourceDeletion::Refused | SourceDeletion::Either)
+                    if status.code() == Code::FailedPrecondition => {}
+                (answer, _) => {
+                    return Err(fail_with(
+                        "deleting the middle of a clone chain must be answered as for any source with clones",
+                        deletion_answers(policy, "delete_source_with_clones"),
+                        answer
+                            .map_or_else(|s| harness::case::describe_status(&s), |()| "OK".into()),
+                    ));
+                }
+            }
+            for (volume, what) in [(&seeded.volume, "the start"), (&end, "the end")] {
+                let digest = ctx.digest_of(volume, access, seeded.size).await?;
+                ensure_eq(
+                    &digest,
+                    &seeded.digest,
+                    &format!("{what} of the chain must stay complete when its middle is deleted"),
+                )?;
+            }
+            Ok(())
         }
         Flow::Chain(chain, access) => {
             let (source, seeded) = seeded_source(&ctx, SourceKind::Volume, access).await?;

@@ -103,6 +103,21 @@ impl Driver {
         if self.store.update(|s| s.snapshots.remove(id))?.is_none() {
             return Ok(());
         }
+        if self
+            .config
+            .fault(crate::faults::Fault::DeleteSnapshotDamagesRestores)
+        {
+            let restored = Some(crate::state::Source::Snapshot(id.to_string()));
+            for volume in self
+                .store
+                .read()
+                .volumes
+                .values()
+                .filter(|v| v.source == restored)
+            {
+                let _ = faults::zero_image(&self.store.volume_image(&volume.id));
+            }
+        }
         let image = self.store.snapshot_image(id);
         if let Err(e) = std::fs::remove_file(&image)
             && e.kind() != std::io::ErrorKind::NotFound

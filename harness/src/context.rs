@@ -17,6 +17,7 @@ use csi_proto::v1 as csi;
 use crate::k8s::ClusterHandle;
 use crate::ledger::Ledger;
 use crate::profile::DriverProfile;
+use crate::profile::SecretCall;
 
 /// Access type of a volume (the CSI-level volumeMode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -275,13 +276,9 @@ impl CaseCtx {
         std::mem::take(&mut *self.inner.trace.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn secrets(&self) -> HashMap<String, String> {
-        self.inner
-            .profile
-            .secrets
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+    /// The secrets the profile gives `call` (csi-sanity's per-call file, or one map for all).
+    pub fn secrets_for(&self, call: SecretCall) -> HashMap<String, String> {
+        self.inner.profile.secrets.for_call(call)
     }
 
     pub fn rpc_timeout(&self) -> Duration {
@@ -336,7 +333,7 @@ impl CaseCtx {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            secrets: self.secrets(),
+            secrets: self.secrets_for(SecretCall::CreateVolume),
             volume_content_source: source.map(SourceRef::to_proto),
             accessibility_requirements: None,
             mutable_parameters: HashMap::new(),

@@ -4,6 +4,7 @@
 //! in the ledger is ever deleted. Every removal has a deadline: a driver or API server that
 //! never answers costs one deadline per entry, never a hung run.
 
+use crate::profile::{SecretCall, Secrets};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -73,7 +74,7 @@ pub struct Ledger {
     in_flight: AtomicUsize,
     csi: Option<CsiHandles>,
     kube: Option<KubeCleanup>,
-    secrets: std::collections::HashMap<String, String>,
+    secrets: Secrets,
     /// Deadline of one CSI removal call.
     call_timeout: Duration,
 }
@@ -90,11 +91,7 @@ pub struct KubeCleanup {
 }
 
 impl Ledger {
-    pub fn new(
-        csi: Option<CsiHandles>,
-        kube: Option<KubeCleanup>,
-        secrets: std::collections::HashMap<String, String>,
-    ) -> Ledger {
+    pub fn new(csi: Option<CsiHandles>, kube: Option<KubeCleanup>, secrets: Secrets) -> Ledger {
         Ledger {
             entries: Mutex::new(Vec::new()),
             leaked: Mutex::new(Vec::new()),
@@ -322,7 +319,7 @@ impl Ledger {
                 .clone()
                 .delete_snapshot(csi::DeleteSnapshotRequest {
                     snapshot_id: id.clone(),
-                    secrets: self.secrets.clone(),
+                    secrets: self.secrets.for_call(SecretCall::DeleteSnapshot),
                 })
                 .await
                 .map(drop),
@@ -332,7 +329,7 @@ impl Ledger {
                 .clone()
                 .delete_volume(csi::DeleteVolumeRequest {
                     volume_id: id.clone(),
-                    secrets: self.secrets.clone(),
+                    secrets: self.secrets.for_call(SecretCall::DeleteVolume),
                 })
                 .await
                 .map(drop),

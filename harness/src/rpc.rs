@@ -10,6 +10,7 @@ use tonic::{Code, Status};
 
 use crate::context::{Access, CaseCtx, SourceRef};
 use crate::ledger::Resource;
+use crate::profile::SecretCall;
 use crate::retry::HARNESS_TIMEOUT;
 
 fn outcome<T>(result: &Result<T, Status>, ok: impl FnOnce(&T) -> String) -> String {
@@ -100,7 +101,7 @@ impl CaseCtx {
     pub async fn delete_volume(&self, id: &str) -> Result<(), Status> {
         let request = csi::DeleteVolumeRequest {
             volume_id: id.to_string(),
-            secrets: self.secrets(),
+            secrets: self.secrets_for(SecretCall::DeleteVolume),
         };
         let result = self
             .retried("DeleteVolume", self.rpc_timeout(), || {
@@ -157,7 +158,7 @@ impl CaseCtx {
         let request = csi::CreateSnapshotRequest {
             source_volume_id: source_volume_id.to_string(),
             name: name.to_string(),
-            secrets: self.secrets(),
+            secrets: self.secrets_for(SecretCall::CreateSnapshot),
             parameters: self
                 .profile()
                 .snapshot_parameters
@@ -200,7 +201,7 @@ impl CaseCtx {
     pub async fn delete_snapshot(&self, id: &str) -> Result<(), Status> {
         let request = csi::DeleteSnapshotRequest {
             snapshot_id: id.to_string(),
-            secrets: self.secrets(),
+            secrets: self.secrets_for(SecretCall::DeleteSnapshot),
         };
         let result = self
             .retried("DeleteSnapshot", self.rpc_timeout(), || {
@@ -232,7 +233,7 @@ impl CaseCtx {
                 required_bytes: bytes as i64,
                 limit_bytes: 0,
             }),
-            secrets: self.secrets(),
+            secrets: self.secrets_for(SecretCall::ControllerExpandVolume),
             volume_capability: Some(self.capability(access)),
         };
         let result = self
@@ -268,7 +269,7 @@ impl CaseCtx {
             }),
             staging_target_path: staging.display().to_string(),
             volume_capability: Some(self.capability(access)),
-            secrets: self.secrets(),
+            secrets: self.secrets_for(SecretCall::NodeExpandVolume),
         };
         let result = self
             .timed(self.rpc_timeout(), self.node()?.node_expand_volume(request))
@@ -431,7 +432,7 @@ impl CaseCtx {
             publish_context: Default::default(),
             staging_target_path: staging.display().to_string(),
             volume_capability: Some(self.capability(access)),
-            secrets: self.secrets(),
+            secrets: self.secrets_for(SecretCall::NodeStageVolume),
             volume_context: volume.volume_context.clone(),
         };
         let result = self
@@ -474,7 +475,7 @@ impl CaseCtx {
             target_path: target.display().to_string(),
             volume_capability: Some(self.capability(access)),
             readonly,
-            secrets: self.secrets(),
+            secrets: self.secrets_for(SecretCall::NodePublishVolume),
             volume_context: volume.volume_context.clone(),
         };
         let result = self

@@ -1,5 +1,6 @@
 //! The strict driver profile format and its validation.
 
+use super::secrets::Secrets;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -39,7 +40,7 @@ pub struct DriverProfile {
     pub secrets_file: Option<PathBuf>,
     /// Never serialized, so `to_yaml` output is safe to print.
     #[serde(skip)]
-    pub secrets: BTreeMap<String, String>,
+    pub secrets: Secrets,
     /// Mount `fs_type` to request; `None` lets the driver choose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fs_type: Option<String>,
@@ -361,13 +362,13 @@ pub(crate) fn read(path: &Path) -> Result<String, ProfileError> {
     })
 }
 
-fn load_secrets(origin: &str, path: &Path) -> Result<BTreeMap<String, String>, ProfileError> {
+fn load_secrets(origin: &str, path: &Path) -> Result<Secrets, ProfileError> {
     let text = std::fs::read_to_string(path).map_err(|source| ProfileError::SecretsFile {
         origin: origin.to_owned(),
         path: path.to_owned(),
         source,
     })?;
-    parse_strict(&text, &path.display().to_string())
+    Secrets::parse(&text, &path.display().to_string())
 }
 
 /// Strict booleans: YAML 1.1 `yes`/`on` are errors, so a typo cannot silently flip a capability.
@@ -443,6 +444,7 @@ fn section_of(expected: &[&str]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::SecretCall;
 
     fn minimal(extra: &str) -> String {
         format!("name: x.example.com\ncapabilities:\n  mount: true\n{extra}")
@@ -600,8 +602,8 @@ mod tests {
         std::fs::write(&profile_path, minimal("secrets_file: secrets.yaml\n")).unwrap();
         let p = DriverProfile::load(&profile_path).unwrap();
         assert_eq!(
-            p.secrets.get("password").map(String::as_str),
-            Some("hunter2")
+            p.secrets.for_call(SecretCall::CreateVolume)["password"],
+            "hunter2"
         );
         assert_eq!(
             p.secrets_file.as_deref(),

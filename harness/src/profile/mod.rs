@@ -6,6 +6,7 @@
 mod driver;
 mod kubernetes;
 mod quantity;
+mod secrets;
 mod testdriver;
 
 pub use driver::{
@@ -17,4 +18,5 @@ pub use kubernetes::{
     SnapshotClassSpec, StorageClassSpec,
 };
 pub use quantity::{QuantityError, format_quantity, parse_quantity};
+pub use secrets::{SecretCall, Secrets};
 pub use testdriver::load_testdriver;

@@ -142,7 +142,7 @@ impl Walk<'_> {
             parameters: class.parameters,
             snapshot_parameters,
             secrets_file: None,
-            secrets: BTreeMap::new(),
+            secrets: Default::default(),
             fs_type,
             timeouts,
             data_plane: DataPlane::default(),

@@ -32,12 +32,7 @@ pub(super) fn ledger_for(target: &Target, options: &RunOptions) -> Ledger {
         client: k.client.clone(),
         delete_timeout: kube_timeouts(options).delete,
     });
-    let secrets = options
-        .profile
-        .secrets
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let secrets = options.profile.secrets.clone();
     Ledger::new(
         target.csi.as_ref().map(|c| c.handles.clone()),
         cleanup,

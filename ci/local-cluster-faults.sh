@@ -40,6 +40,8 @@ declare -A KILLS=(
         k8s_concurrency::clones::parallel_clones_of_one_source_each_hold_its_data"
     [delete-volume-deletes-snapshots]="k8s_snapshot::lifetime::snapshot_is_restorable_after_its_source_is_deleted"
     [clone-drops-modes-and-symlinks]="k8s_clone::filesystem::clone_binds_with_the_source_data"
+    [clone-copies-like-cp-r]="k8s_clone::filesystem::clone_binds_with_the_source_data"
+    [clone-reowns-files]="k8s_clone::filesystem::clone_binds_with_the_source_data"
     [clone-shares-source]="k8s_clone::filesystem::writes_after_the_clone_stay_on_their_side k8s_clone::block::writes_after_the_clone_stay_on_their_side"
     [delete-source-deletes-clones]="k8s_clone::filesystem::deleting_the_source_leaves_the_clone_intact"
     [capacity-reported-smaller]="k8s_clone::filesystem::clone_binds_with_the_source_data"

@@ -165,11 +165,17 @@ impl CaseCtx {
         }
     }
 
-    /// Digest of an attached volume's content (mount: canonical tree; block: first `size` bytes).
+    /// Digest of an attached volume's content (mount: canonical tree read directly, at
+    /// `Level::Direct` like `write_dataset`'s; block: first `size` bytes).
     pub async fn digest_attached(&self, attached: &Attached, size: u64) -> CaseResult<Digest> {
         let target = attached.target.clone();
         let digest = match attached.access {
-            Access::Mount => blocking("digest tree", move || data::tree_digest(&target)).await?,
+            Access::Mount => {
+                blocking("digest tree", move || {
+                    data::tree_digest(&target, data::Level::Direct)
+                })
+                .await?
+            }
             Access::Block => {
                 blocking("digest device", move || data::device_digest(&target, size)).await?
             }

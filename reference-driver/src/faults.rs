@@ -23,6 +23,11 @@ pub enum Fault {
     CloneStopsAtFirstHole,
     /// A mount copy loses file modes (all 0644) and symlinks.
     CloneDropsModesAndSymlinks,
+    /// A mount copy made file by file without `-a`: owners become root, mtimes become now,
+    /// xattrs and hard links are lost (each link a separate file); modes kept.
+    CloneCopiesLikeCpR,
+    /// A mount copy re-owns every file to root:root.
+    CloneReownsFiles,
     /// A clone shares its source's image (a hard link): writes leak both ways.
     CloneSharesSource,
     /// A copy answers before its data is in place; the data lands seconds later.
@@ -205,16 +210,33 @@ pub fn zero_image(path: &Path) -> Result<(), StorageError> {
     storage::fsync_parent(path)
 }
 
-/// Mounts a copied image and strips what a naive file copy loses: symlinks and modes.
-pub fn drop_modes_and_symlinks(
+/// What a fault does to a mounted copy: each is what some naive file-level copy loses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// Symlinks removed, every other non-directory mode 0644.
+    DropModesAndSymlinks,
+    /// As `cp -r` run as root makes it: everything root's, mtimes now, no xattrs, each name
+    /// of a hard-linked file a file of its own; modes kept.
+    CopyLikeCpR,
+    /// Everything root's; modes kept (chown alone clears setuid and setgid: they are put back).
+    Reown,
+}
+
+/// Mounts a copied image on its own loop device under `scratch`, damages the filesystem in
+/// it, and unmounts and detaches again on every path.
+pub fn damage_mounted_copy(
     image: &Path,
     fs: FsType,
     scratch: &Path,
+    damage: Damage,
 ) -> Result<(), StorageError> {
     std::fs::create_dir_all(scratch).map_err(io("create", scratch))?;
     let device = storage::loopdev::attach(image)?;
     let result = storage::mount::mount_filesystem(&device, scratch, fs, false).and_then(|()| {
-        let walked = strip(scratch);
+        let walked = match damage {
+            Damage::DropModesAndSymlinks => strip(scratch),
+            Damage::CopyLikeCpR | Damage::Reown => rewrite(scratch, damage, true),
+        };
         let unmounted = storage::mount::unmount(scratch);
         walked.and(unmounted)
     });
@@ -240,4 +262,88 @@ fn strip(dir: &Path) -> Result<(), StorageError> {
         }
     }
     Ok(())
+}
+
+/// Depth first, each directory after its contents (which move its mtime). The top-level
+/// `lost+found` is mkfs's, not copied data: left alone.
+fn rewrite(dir: &Path, damage: Damage, top: bool) -> Result<(), StorageError> {
+    use std::os::unix::fs::MetadataExt;
+    for entry in std::fs::read_dir(dir).map_err(io("list", dir))? {
+        let entry = entry.map_err(io("list", dir))?;
+        if top && entry.file_name() == "lost+found" {
+            continue;
+        }
+        let path = entry.path();
+        let md = std::fs::symlink_metadata(&path).map_err(io("stat", &path))?;
+        if md.is_dir() {
+            rewrite(&path, damage, false)?;
+        }
+        if damage == Damage::CopyLikeCpR && md.is_file() && md.nlink() > 1 {
+            separate(&path, md.mode())?;
+        }
+        reown(&path, &md)?;
+        if damage == Damage::CopyLikeCpR {
+            drop_user_xattrs(&path)?;
+            touch(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// root:root, with the mode put back: chown clears setuid and setgid.
+fn reown(path: &Path, md: &std::fs::Metadata) -> Result<(), StorageError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::os::unix::fs::lchown(path, Some(0), Some(0)).map_err(io("chown", path))?;
+    if !md.file_type().is_symlink() {
+        let mode = std::fs::Permissions::from_mode(md.mode() & 0o7777);
+        std::fs::set_permissions(path, mode).map_err(io("chmod", path))?;
+    }
+    Ok(())
+}
+
+/// Replaces one name of a hard-linked file by a copy of its content: a file of its own.
+fn separate(path: &Path, mode: u32) -> Result<(), StorageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".cp-r");
+    let copy = path.with_file_name(name);
+    let mut input = std::fs::File::open(path).map_err(io("open", path))?;
+    let mut output = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&copy)
+        .map_err(io("create", &copy))?;
+    std::io::copy(&mut input, &mut output).map_err(io("copy", &copy))?;
+    output
+        .set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(io("chmod", &copy))?;
+    output.sync_all().map_err(io("fsync", &copy))?;
+    std::fs::rename(&copy, path).map_err(io("rename", &copy))
+}
+
+fn drop_user_xattrs(path: &Path) -> Result<(), StorageError> {
+    let errno = |op| move |e: rustix::io::Errno| io(op, path)(e.into());
+    let size = rustix::fs::llistxattr_query(path).map_err(errno("list xattrs"))?;
+    let mut names = vec![0u8; size];
+    let len = rustix::fs::llistxattr(path, &mut names[..]).map_err(errno("list xattrs"))?;
+    for name in names[..len.min(size)].split(|&c| c == 0) {
+        if name.starts_with(b"user.") {
+            rustix::fs::lremovexattr(path, name).map_err(errno("remove xattr"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The mtime (and atime) of now, as a copy made now has.
+fn touch(path: &Path) -> Result<(), StorageError> {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_NOW, utimensat};
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: UTIME_NOW,
+    };
+    let times = Timestamps {
+        last_access: now,
+        last_modification: now,
+    };
+    utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io("touch", path)(e.into()))
 }

@@ -146,7 +146,7 @@ async fn copy_under_writes(ctx: &CaseCtx, kind: SourceKind) -> CaseResult {
     // Only the dataset is synced before the copy; the churn beside it is in flux.
     let dataset = attached.target.join("dataset");
     let synced = blocking("digest the synced dataset", move || {
-        data::tree_digest(&dataset)
+        data::tree_digest(&dataset, data::Level::Direct)
     })
     .await?;
 
@@ -207,11 +207,11 @@ async fn check_copy(ctx: &CaseCtx, copy: &csi::Volume, synced: Digest) -> CaseRe
         let dataset = target.join("dataset");
         // An empty or partial copy may lack the directory: the driver's failure, not ours.
         let digest = if dataset.is_dir() {
-            Some(data::tree_digest(&dataset)?)
+            Some(data::tree_digest(&dataset, data::Level::Direct)?)
         } else {
             None
         };
-        data::tree_digest(&target)?;
+        data::tree_digest(&target, data::Level::Direct)?;
         Ok::<_, DataError>(digest)
     })
     .await;

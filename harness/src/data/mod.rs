@@ -4,18 +4,22 @@
 //!
 //! Datasets reach a volume either directly (a published directory or device node) or as a
 //! stream (a tar archive or raw bytes piped through a pod); both paths share the seeded content
-//! and the digests, so either side of a comparison may use either path.
+//! and the digests. A tree digest has a `Level`: what a direct read sees, or the part of it
+//! that survives the pod's tar. Both sides of a comparison must be taken at the same level.
 //!
 //! All functions do blocking std I/O; async callers run them in `spawn_blocking`.
 
 mod blocks;
+mod content;
 mod entries;
 mod seed;
+mod seed_fs;
 mod tar_read;
 mod tar_write;
 #[cfg(test)]
 mod test_support;
 mod tree;
+mod xattr;
 
 use std::fmt;
 use std::io;
@@ -25,7 +29,8 @@ pub use blocks::{
     SeededBlock, block_marker, block_plan, device_digest, device_len, digest_stream, seed_blocks,
     write_block_marker,
 };
-pub use seed::{TreeManifest, seed_tree, write_marker};
+pub use entries::Level;
+pub use seed_fs::{TreeManifest, seed_tree, write_marker};
 pub use tar_read::tar_digest;
 pub use tar_write::{TarManifest, seed_tree_tar, write_marker_tar};
 pub use tree::tree_digest;

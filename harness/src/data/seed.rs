@@ -1,16 +1,16 @@
 //! The seeded dataset, generated once and written through a `Sink`: straight into a
-//! directory here, or as a tar stream (`tar_write`). Both sinks see the same calls in the same
-//! order with the same bytes, so a tree seeded either way is the same tree.
+//! directory (`seed_fs`), or as a tar stream (`tar_write`). Both sinks see the same calls in
+//! the same order with the same bytes and metadata, so a tree seeded either way is the same
+//! tree, as far as each way can carry it.
 
-use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, PermissionsExt, symlink};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
-use super::{CHUNK, DataError, Digest, IoContext, tree_digest};
+use super::DataError;
+use super::content::Content;
+use super::entries::{Meta, Mtime};
 
 const MIB: u64 = 1 << 20;
 /// Sparse file: data at both ends of a large hole, so a clone that loses or misplaces the
@@ -18,132 +18,41 @@ const MIB: u64 = 1 << 20;
 pub(super) const SPARSE_LEN: u64 = 8 * MIB + 4096;
 pub(super) const SPARSE_SECOND_EXTENT: u64 = 7 * MIB + 123;
 const SPARSE_EXTENT_LEN: u64 = 4096;
-/// Seeded directories all get this mode.
+/// Seeded directories get this mode unless they test another.
 pub(super) const DIR_MODE: u32 = 0o755;
+/// 2021-03-04T05:06:07Z: seeded mtimes count up from here, an hour and some nanoseconds per
+/// entry, so each entry has its own time with a non-zero nanosecond part.
+const BASE_MTIME: i64 = 1_614_834_367;
+/// A marker's mtime (2022-01-01T00:00:00.5Z), the same whichever way it is written.
+const MARKER_MTIME: Mtime = Mtime {
+    secs: 1_640_995_200,
+    nanos: 500_000_000,
+};
+/// The content of the entries added for metadata coverage comes from a second RNG stream
+/// (the seed mixed with this), so the files seeded before them keep their bytes.
+const METADATA_STREAM: u64 = 0x6d65_7461_6461_7461;
+/// Nesting below `deep/`.
+pub(super) const DEPTH: usize = 24;
+/// Linux's NAME_MAX.
+pub(super) const NAME_MAX: usize = 255;
 
-/// A filesystem dataset: what `seed_tree` wrote.
-#[derive(Clone, Debug)]
-pub struct TreeManifest {
-    /// Regular files written (symlinks and directories not counted).
-    pub files: usize,
-    /// Sum of the logical lengths of those files (holes included).
-    pub bytes: u64,
-    /// `tree_digest(root)` after writing.
-    pub digest: Digest,
-}
-
-/// Seeded bytes of one file: random inside `extents` (offset, length; in increasing order),
-/// zeros elsewhere. The RNG is drawn at most CHUNK bytes at a time from the start of each
-/// extent: the chunking is part of the stream (fill_bytes drops the unused part of its last
-/// word), so consumers read through `next_chunk` or `Read`, which draw alike.
-pub(super) struct Content<'a> {
-    rng: &'a mut StdRng,
-    len: u64,
-    extents: Vec<(u64, u64)>,
-    /// Index into `extents` and bytes of it already drawn.
-    at: (usize, u64),
-    buf: Vec<u8>,
-    /// The chunk in `buf` (offset, length) and the read position, for `Read`.
-    current: Option<(u64, usize)>,
-    pos: u64,
-}
-
-impl<'a> Content<'a> {
-    /// `len` random bytes.
-    pub fn dense(rng: &'a mut StdRng, len: u64) -> Self {
-        Self::new(rng, len, vec![(0, len)])
-    }
-
-    fn new(rng: &'a mut StdRng, len: u64, extents: Vec<(u64, u64)>) -> Self {
-        let largest = extents.iter().map(|e| e.1).max().unwrap_or(0);
-        Content {
-            rng,
-            len,
-            extents,
-            at: (0, 0),
-            buf: vec![0; largest.min(CHUNK as u64) as usize],
-            current: None,
-            pos: 0,
-        }
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// True if some range is never drawn (it reads as zeros).
-    pub fn has_holes(&self) -> bool {
-        self.extents != [(0, self.len)]
-    }
-
-    /// Draws the next chunk of seeded bytes; None once every extent is done.
-    pub fn next_chunk(&mut self) -> Option<(u64, &[u8])> {
-        let (off, n) = self.advance()?;
-        Some((off, &self.buf[..n]))
-    }
-
-    fn advance(&mut self) -> Option<(u64, usize)> {
-        self.current = self.draw();
-        self.current
-    }
-
-    fn draw(&mut self) -> Option<(u64, usize)> {
-        let (i, done) = &mut self.at;
-        while *i < self.extents.len() && *done == self.extents[*i].1 {
-            *i += 1;
-            *done = 0;
-        }
-        let (start, len) = *self.extents.get(*i)?;
-        let n = (len - *done).min(CHUNK as u64) as usize;
-        self.rng.fill_bytes(&mut self.buf[..n]);
-        let off = start + *done;
-        *done += n as u64;
-        Some((off, n))
-    }
-}
-
-/// The whole file, holes as zeros: what a tar entry carries.
-impl Read for Content<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.len || out.is_empty() {
-            return Ok(0);
-        }
-        if self
-            .current
-            .is_none_or(|(off, n)| off + n as u64 <= self.pos)
-        {
-            self.advance();
-        }
-        let n = match self.current {
-            Some((off, n)) if off <= self.pos && self.pos < off + n as u64 => {
-                let start = (self.pos - off) as usize;
-                let k = (n - start).min(out.len());
-                out[..k].copy_from_slice(&self.buf[start..start + k]);
-                k
-            }
-            // In a hole: zeros up to the next chunk (never behind `pos`), or to the end.
-            current => {
-                let until = current.map_or(self.len, |(off, _)| off);
-                let k = until
-                    .min(self.len)
-                    .saturating_sub(self.pos)
-                    .min(out.len() as u64) as usize;
-                out[..k].fill(0);
-                k
-            }
-        };
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
+/// Owners the dataset uses; the harness runs as root and may give files to anyone.
+const ROOT: (u32, u32) = (0, 0);
+const ALICE: (u32, u32) = (1000, 1000);
+const STAFF: (u32, u32) = (1000, 2000);
+const NOBODY: (u32, u32) = (65534, 65534);
 
 /// Where a seeded dataset goes. Paths are relative to the dataset's root, `/`-separated.
 pub(super) trait Sink {
-    /// A directory with mode `DIR_MODE`; its parent was made before.
-    fn dir(&mut self, rel: &str) -> Result<(), DataError>;
+    /// A directory; its parent was made before. Entries made in it later move its mtime, so
+    /// a sink that writes must set directory mtimes once everything is written.
+    fn dir(&mut self, rel: &str, meta: &Meta) -> Result<(), DataError>;
     /// A regular file; the sink must consume `content` to its end.
-    fn file(&mut self, rel: &str, mode: u32, content: Content<'_>) -> Result<(), DataError>;
-    fn symlink(&mut self, rel: &str, target: &str) -> Result<(), DataError>;
+    fn file(&mut self, rel: &str, meta: &Meta, content: Content<'_>) -> Result<(), DataError>;
+    /// A symlink; `meta.mode` is meaningless for it.
+    fn symlink(&mut self, rel: &str, target: &str, meta: &Meta) -> Result<(), DataError>;
+    /// A further name `rel` of the earlier file `existing` (a hard link).
+    fn hard_link(&mut self, rel: &str, existing: &str) -> Result<(), DataError>;
 }
 
 /// Regular files and their total length, as the manifests report them.
@@ -153,7 +62,7 @@ pub(super) struct Counts {
 }
 
 /// Emits the seeded dataset under `prefix/` into `sink`. The order of the calls fixes the RNG
-/// stream: changing it changes every digest (see the stability test).
+/// streams and the mtimes: changing it changes every digest (see the stability test).
 pub(super) fn seeded_dataset(
     sink: &mut impl Sink,
     prefix: &str,
@@ -165,11 +74,13 @@ pub(super) fn seeded_dataset(
         sink,
         prefix,
         rng: StdRng::seed_from_u64(seed),
+        metadata_rng: StdRng::seed_from_u64(seed ^ METADATA_STREAM),
+        stamps: 0,
         counts: Counts { files: 0, bytes: 0 },
     };
-    g.sink.dir(prefix)?;
+    g.dir("", DIR_MODE, ROOT, &[])?;
     for d in ["a", "a/b", "a/b/c", "docs", "empty"] {
-        g.dir(d)?;
+        g.dir(d, DIR_MODE, ROOT, &[])?;
     }
     g.file("empty.bin", 0, 0o644)?;
     g.file("one.bin", 1, 0o644)?;
@@ -185,51 +96,166 @@ pub(super) fn seeded_dataset(
     g.file("a/run.sh", 300, 0o755)?;
     g.file("docs/name with spaces ünïcödé ✓.txt", 2000, 0o644)?;
     g.sparse("sparse.img")?;
-    g.symlink("link-to-page-plus-one", "a/b/page-plus-one.bin")?;
-    g.symlink("dangling", "no/such/target")?;
+    g.symlink("link-to-page-plus-one", "a/b/page-plus-one.bin", ROOT)?;
+    g.symlink("dangling", "no/such/target", ROOT)?;
+    metadata_cases(&mut g)?;
     // Last, so `large_bytes` does not shift the RNG stream of anything else.
     g.file("large.bin", large_bytes, 0o644)?;
     Ok(g.counts)
 }
 
+/// What a file-by-file copy loses or mangles: special mode bits, owners other than root,
+/// xattrs, hard links, names at NAME_MAX and beyond ASCII, deep nesting. (Mtimes are on
+/// every entry.)
+fn metadata_cases<S: Sink>(g: &mut Generator<'_, S>) -> Result<(), DataError> {
+    g.dir("modes", DIR_MODE, ROOT, &[])?;
+    g.extra_file("modes/setuid", 300, 0o4755, ROOT, &[])?;
+    g.extra_file("modes/setgid", 300, 0o2755, (0, 50), &[])?;
+    g.dir("modes/sticky", 0o1777, ROOT, &[])?;
+    g.dir("modes/setgid-dir", 0o2775, STAFF, &[])?;
+    g.extra_file("modes/setgid-dir/shared.txt", 900, 0o664, STAFF, &[])?;
+
+    g.dir("home", DIR_MODE, ROOT, &[])?;
+    g.dir("home/alice", 0o750, ALICE, &[])?;
+    g.extra_file("home/alice/notes.txt", 1500, 0o640, ALICE, &[])?;
+    g.extra_file("home/alice/.empty", 0, 0o600, ALICE, &[])?;
+    g.symlink("home/alice/latest", "notes.txt", ALICE)?;
+    g.dir("home/nobody", 0o700, NOBODY, &[])?;
+
+    let mut digest = [0u8; 32];
+    g.metadata_rng.fill_bytes(&mut digest);
+    g.dir(
+        "xattrs",
+        DIR_MODE,
+        ROOT,
+        &[("user.note", b"a directory's own")],
+    )?;
+    let tags: [(&str, &[u8]); 3] = [
+        ("user.origin", b"csi-clone-conformance"),
+        ("user.sha256", &digest),
+        ("user.empty", b""),
+    ];
+    g.extra_file("xattrs/tagged.bin", 2048, 0o644, ROOT, &tags)?;
+    let unicode: [(&str, &[u8]); 1] = [("user.ünïcødé", "名前".as_bytes())];
+    g.extra_file("xattrs/unicode.txt", 10, 0o644, ROOT, &unicode)?;
+
+    // One inode, three names in three directories. It is created under the name that comes
+    // last in canonical order, so a tar names the inode differently from a sorted walk.
+    g.dir("links", DIR_MODE, ROOT, &[])?;
+    let linked: [(&str, &[u8]); 1] = [("user.linked", b"yes")];
+    g.extra_file("links/original.bin", 5000, 0o640, ALICE, &linked)?;
+    g.hard_link("a/b/second-name.bin", "links/original.bin")?;
+    g.hard_link("docs/third-name.bin", "links/original.bin")?;
+
+    g.dir("names", DIR_MODE, ROOT, &[])?;
+    let ascii = format!("long-{}.bin", "x".repeat(NAME_MAX - 9));
+    g.extra_file(&format!("names/{ascii}"), 255, 0o644, ROOT, &[])?;
+    let wide = "名".repeat(NAME_MAX / 3);
+    g.extra_file(&format!("names/{wide}"), 3, 0o644, ROOT, &[])?;
+    g.dir("Ünïcødé-名前", DIR_MODE, ALICE, &[])?;
+    g.extra_file("Ünïcødé-名前/ファイル-ñ.txt", 64, 0o644, ALICE, &[])?;
+
+    let mut deep = String::from("deep");
+    g.dir(&deep, DIR_MODE, ROOT, &[])?;
+    for level in 1..=DEPTH {
+        deep.push_str(&format!("/d{level:02}"));
+        g.dir(&deep, DIR_MODE, ROOT, &[])?;
+    }
+    g.extra_file(&format!("{deep}/bottom.txt"), 100, 0o644, ROOT, &[])
+}
+
 struct Generator<'s, S> {
     sink: &'s mut S,
     prefix: &'s str,
+    /// The stream of the original entries, kept as it was so old seeds replay their bytes.
     rng: StdRng,
+    metadata_rng: StdRng,
+    /// Entries stamped so far: the next mtime.
+    stamps: u32,
     counts: Counts,
 }
 
 impl<S: Sink> Generator<'_, S> {
     fn rel(&self, name: &str) -> String {
-        format!("{}/{name}", self.prefix)
+        match name {
+            "" => self.prefix.to_string(),
+            name => format!("{}/{name}", self.prefix),
+        }
     }
 
-    fn dir(&mut self, name: &str) -> Result<(), DataError> {
-        self.sink.dir(&self.rel(name))
+    fn meta(&mut self, mode: u32, (uid, gid): (u32, u32), xattrs: &[(&str, &[u8])]) -> Meta {
+        self.stamps += 1;
+        let n = self.stamps;
+        Meta {
+            mode,
+            uid,
+            gid,
+            mtime: Mtime {
+                secs: BASE_MTIME + 3600 * i64::from(n),
+                nanos: (u64::from(n) * 123_456_791 % 999_999_999) as u32 + 1,
+            },
+            xattrs: xattrs
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
+                .collect(),
+        }
     }
 
+    fn dir(
+        &mut self,
+        name: &str,
+        mode: u32,
+        owner: (u32, u32),
+        xattrs: &[(&str, &[u8])],
+    ) -> Result<(), DataError> {
+        let meta = self.meta(mode, owner, xattrs);
+        self.sink.dir(&self.rel(name), &meta)
+    }
+
+    /// A root-owned file from the original stream.
     fn file(&mut self, name: &str, len: u64, mode: u32) -> Result<(), DataError> {
-        let rel = self.rel(name);
+        let (rel, meta) = (self.rel(name), self.meta(mode, ROOT, &[]));
         self.sink
-            .file(&rel, mode, Content::dense(&mut self.rng, len))?;
+            .file(&rel, &meta, Content::dense(&mut self.rng, len))?;
+        self.count(len);
+        Ok(())
+    }
+
+    /// A file from the metadata stream.
+    fn extra_file(
+        &mut self,
+        name: &str,
+        len: u64,
+        mode: u32,
+        owner: (u32, u32),
+        xattrs: &[(&str, &[u8])],
+    ) -> Result<(), DataError> {
+        let (rel, meta) = (self.rel(name), self.meta(mode, owner, xattrs));
+        let content = Content::dense(&mut self.metadata_rng, len);
+        self.sink.file(&rel, &meta, content)?;
         self.count(len);
         Ok(())
     }
 
     fn sparse(&mut self, name: &str) -> Result<(), DataError> {
-        let rel = self.rel(name);
+        let (rel, meta) = (self.rel(name), self.meta(0o644, ROOT, &[]));
         let extents = vec![
             (0, SPARSE_EXTENT_LEN),
             (SPARSE_SECOND_EXTENT, SPARSE_EXTENT_LEN),
         ];
         let content = Content::new(&mut self.rng, SPARSE_LEN, extents);
-        self.sink.file(&rel, 0o644, content)?;
+        self.sink.file(&rel, &meta, content)?;
         self.count(SPARSE_LEN);
         Ok(())
     }
 
-    fn symlink(&mut self, name: &str, target: &str) -> Result<(), DataError> {
-        self.sink.symlink(&self.rel(name), target)
+    fn symlink(&mut self, name: &str, target: &str, owner: (u32, u32)) -> Result<(), DataError> {
+        let meta = self.meta(0o777, owner, &[]);
+        self.sink.symlink(&self.rel(name), target, &meta)
+    }
+
+    fn hard_link(&mut self, name: &str, existing: &str) -> Result<(), DataError> {
+        self.sink.hard_link(&self.rel(name), &self.rel(existing))
     }
 
     fn count(&mut self, len: u64) {
@@ -238,96 +264,7 @@ impl<S: Sink> Generator<'_, S> {
     }
 }
 
-/// Writes into a directory: explicit modes (the umask must not leak into the digest), every
-/// file fsynced, directories fsynced by `finish`.
-struct FsSink<'r> {
-    root: &'r Path,
-    dirs: Vec<PathBuf>,
-}
-
-impl Sink for FsSink<'_> {
-    fn dir(&mut self, rel: &str) -> Result<(), DataError> {
-        let path = self.root.join(rel);
-        fs::create_dir(&path).ctx("create directory", &path)?;
-        fs::set_permissions(&path, Permissions::from_mode(DIR_MODE)).ctx("set mode of", &path)?;
-        self.dirs.push(path);
-        Ok(())
-    }
-
-    fn file(&mut self, rel: &str, mode: u32, mut content: Content<'_>) -> Result<(), DataError> {
-        let path = self.root.join(rel);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .ctx("create", &path)?;
-        // fchmod after create: umask-independent.
-        f.set_permissions(Permissions::from_mode(mode))
-            .ctx("set mode of", &path)?;
-        // Length first, then positioned writes: ranges never written stay holes.
-        if content.has_holes() {
-            f.set_len(content.len()).ctx("set length of", &path)?;
-        }
-        while let Some((off, data)) = content.next_chunk() {
-            f.write_all_at(data, off).ctx("write", &path)?;
-        }
-        f.sync_all().ctx("fsync", &path)
-    }
-
-    fn symlink(&mut self, rel: &str, target: &str) -> Result<(), DataError> {
-        let path = self.root.join(rel);
-        symlink(target, &path).ctx("create symlink", &path)
-    }
-}
-
-impl FsSink<'_> {
-    /// Deepest first, then root: it holds the new top-level entry.
-    fn finish(self) -> Result<(), DataError> {
-        for d in self.dirs.iter().rev() {
-            fsync_dir(d)?;
-        }
-        fsync_dir(self.root)?;
-        syncfs(self.root)
-    }
-}
-
-/// Writes a seeded tree under `root/<prefix>/` (`prefix` is one path component and must not
-/// exist yet), fsyncs every file and directory and calls syncfs on root's filesystem.
-/// The returned digest covers all of `root`, as `tree_digest(root)` would.
-pub fn seed_tree(
-    root: &Path,
-    prefix: &str,
-    seed: u64,
-    large_bytes: u64,
-) -> Result<TreeManifest, DataError> {
-    let mut sink = FsSink {
-        root,
-        dirs: Vec::new(),
-    };
-    let counts = seeded_dataset(&mut sink, prefix, seed, large_bytes)?;
-    sink.finish()?;
-    Ok(TreeManifest {
-        files: counts.files,
-        bytes: counts.bytes,
-        digest: tree_digest(root)?,
-    })
-}
-
-/// Writes one more seeded file, `name` (a relative path whose parent exists; the file must not),
-/// `bytes` long with mode 0644, syncs, and returns the new `tree_digest(root)`.
-pub fn write_marker(root: &Path, name: &str, seed: u64, bytes: u64) -> Result<Digest, DataError> {
-    let mut sink = FsSink {
-        root,
-        dirs: Vec::new(),
-    };
-    marker(&mut sink, name, seed, bytes)?;
-    let path = root.join(name);
-    fsync_dir(path.parent().unwrap_or(root))?;
-    syncfs(root)?;
-    tree_digest(root)
-}
-
-/// The marker file, for any sink.
+/// The marker file, for any sink: root's, mode 0644, a fixed mtime.
 pub(super) fn marker(
     sink: &mut impl Sink,
     name: &str,
@@ -336,11 +273,16 @@ pub(super) fn marker(
 ) -> Result<(), DataError> {
     check_relative(name, false)?;
     let mut rng = StdRng::seed_from_u64(seed);
-    sink.file(name, 0o644, Content::dense(&mut rng, bytes))
+    let meta = Meta {
+        mode: 0o644,
+        mtime: MARKER_MTIME,
+        ..Meta::default()
+    };
+    sink.file(name, &meta, Content::dense(&mut rng, bytes))
 }
 
 /// Rejects absolute paths, `..`, `.` and empty names so nothing is written outside `root`.
-fn check_relative(name: &str, single: bool) -> Result<(), DataError> {
+pub(super) fn check_relative(name: &str, single: bool) -> Result<(), DataError> {
     let bad = |reason| {
         Err(DataError::InvalidName {
             name: name.to_owned(),
@@ -360,196 +302,112 @@ fn check_relative(name: &str, single: bool) -> Result<(), DataError> {
     Ok(())
 }
 
-/// A new entry is durable only once its parent directory is fsynced too.
-fn fsync_dir(dir: &Path) -> Result<(), DataError> {
-    File::open(dir).and_then(|d| d.sync_all()).ctx("fsync", dir)
-}
-
-fn syncfs(path: &Path) -> Result<(), DataError> {
-    let d = File::open(path).ctx("open", path)?;
-    rustix::fs::syncfs(&d).ctx("syncfs", path)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::MetadataExt;
-    use std::time::{Duration, Instant};
-
-    use sha2::{Digest as _, Sha256};
+    use std::collections::BTreeMap;
+    use std::io::Read;
 
     use super::*;
 
-    const SMALL_LARGE: u64 = 64 * 1024;
+    /// Every call, with the bytes of each file.
+    #[derive(Default)]
+    struct Record(Vec<(String, Option<Meta>, Vec<u8>)>);
 
-    fn seeded(seed: u64) -> (tempfile::TempDir, TreeManifest) {
-        let dir = tempfile::tempdir().unwrap();
-        let m = seed_tree(dir.path(), "seed", seed, SMALL_LARGE).unwrap();
-        (dir, m)
-    }
-
-    fn sha_hex(bytes: &[u8]) -> String {
-        Digest(Sha256::digest(bytes).into()).to_string()
-    }
-
-    #[test]
-    fn same_seed_same_digest_different_seed_different_digest() {
-        let (a, ma) = seeded(7);
-        let (b, mb) = seeded(7);
-        let (_c, mc) = seeded(8);
-        assert_ne!(a.path(), b.path());
-        assert_eq!(ma.digest, tree_digest(a.path()).unwrap());
-        assert_eq!(ma.digest, mb.digest);
-        assert_eq!((ma.files, ma.bytes), (mb.files, mb.bytes));
-        assert_ne!(ma.digest, mc.digest);
-    }
-
-    /// Replaying a recorded seed must give the same bytes in a later build. The file hashes
-    /// were recorded before the sink refactoring and guard the RNG stream; the tree digest
-    /// also guards the encoding. If this fails after a rand upgrade or a layout change, old
-    /// seeds no longer replay: bump TREE_DIGEST_HEADER's version and update on purpose.
-    #[test]
-    fn seeded_tree_is_stable_across_builds() {
-        let (d, m) = seeded(42);
-        let file = |p: &str| sha_hex(&fs::read(d.path().join("seed").join(p)).unwrap());
-        let recorded = [
-            (
-                "large.bin",
-                "5e557ae2dccc0c341055b4a0af0ba54eac11cbefccfbea9c5267f2035fef07a9",
-            ),
-            (
-                "sparse.img",
-                "1ca8552864a0c567df0127dc0aa78c0fe59aa93cc721d30f6172b3a06206d30f",
-            ),
-            (
-                "a/b/c/small-2.bin",
-                "23b8189f11d36ec42c96e8e2d278f9e7ad4f2097d4591c941f586eb2ffb80d61",
-            ),
-        ];
-        for (path, sha) in recorded {
-            assert_eq!(file(path), sha, "{path}");
+    impl Sink for Record {
+        fn dir(&mut self, rel: &str, meta: &Meta) -> Result<(), DataError> {
+            self.0.push((rel.into(), Some(meta.clone()), Vec::new()));
+            Ok(())
         }
-        assert_eq!(
-            m.digest.to_string(),
-            "10a23b641a35e3c80bdab73446ae140f3f6d632c98c894097728239255c019b0"
-        );
+        fn file(&mut self, rel: &str, meta: &Meta, mut c: Content<'_>) -> Result<(), DataError> {
+            let mut out = Vec::new();
+            c.read_to_end(&mut out).unwrap();
+            self.0.push((rel.into(), Some(meta.clone()), out));
+            Ok(())
+        }
+        fn symlink(&mut self, rel: &str, target: &str, meta: &Meta) -> Result<(), DataError> {
+            self.0.push((rel.into(), Some(meta.clone()), target.into()));
+            Ok(())
+        }
+        fn hard_link(&mut self, rel: &str, existing: &str) -> Result<(), DataError> {
+            self.0.push((rel.into(), None, existing.into()));
+            Ok(())
+        }
+    }
+
+    fn recorded(seed: u64, large: u64) -> Record {
+        let mut r = Record::default();
+        seeded_dataset(&mut r, "seed", seed, large).unwrap();
+        r
     }
 
     #[test]
-    fn seeded_tree_has_the_promised_shape() {
-        let (d, m) = seeded(1);
-        let base = d.path().join("seed");
-        let len = |p: &str| fs::symlink_metadata(base.join(p)).unwrap().len();
-        let mode = |p: &str| fs::symlink_metadata(base.join(p)).unwrap().mode() & 0o7777;
-        assert_eq!(len("empty.bin"), 0);
-        assert_eq!(len("one.bin"), 1);
-        assert_eq!(len("a/page-minus-one.bin"), 4095);
-        assert_eq!(len("a/b/page-plus-one.bin"), 4097);
-        assert_eq!(len("large.bin"), SMALL_LARGE);
-        assert_eq!(len("sparse.img"), SPARSE_LEN);
-        assert!(len("docs/name with spaces ünïcödé ✓.txt") > 0);
-        assert_eq!(mode("secret.txt"), 0o600);
-        assert_eq!(mode("docs/group.txt"), 0o640);
-        assert_eq!(mode("a/run.sh"), 0o755);
-        assert_eq!(fs::read_dir(base.join("empty")).unwrap().count(), 0);
-        assert!(base.join("a/b/c/small-2.bin").is_file());
-        let link = base.join("link-to-page-plus-one");
-        let target = fs::read_link(&link).unwrap();
-        assert_eq!(target, Path::new("a/b/page-plus-one.bin"));
-        let page_plus_one = fs::read(base.join("a/b/page-plus-one.bin")).unwrap();
-        assert_eq!(fs::read(&link).unwrap(), page_plus_one);
-        let dangling = fs::symlink_metadata(base.join("dangling")).unwrap();
-        assert!(dangling.is_symlink());
-        assert!(!base.join("dangling").exists());
-        assert_eq!(m.files, 14);
-        // Random data, not zeros or a repeated pattern.
-        let large = fs::read(base.join("large.bin")).unwrap();
-        assert_ne!(large[..4096], large[4096..8192]);
-        assert!(large.iter().filter(|&&b| b == 0).count() < large.len() / 64);
+    fn the_metadata_cases_are_all_there() {
+        let r = recorded(1, 4096);
+        let by_name: BTreeMap<&str, &(String, Option<Meta>, Vec<u8>)> =
+            r.0.iter().map(|e| (e.0.as_str(), e)).collect();
+        let meta = |p: &str| by_name[format!("seed/{p}").as_str()].1.clone().unwrap();
+        assert_eq!(meta("modes/setuid").mode, 0o4755);
+        assert_eq!(meta("modes/setgid").mode, 0o2755);
+        assert_eq!(meta("modes/sticky").mode, 0o1777);
+        assert_eq!(meta("modes/setgid-dir").mode, 0o2775);
+        assert_eq!((meta("home/alice").uid, meta("home/alice").gid), ALICE);
+        assert_eq!(meta("home/nobody").uid, NOBODY.0);
+        assert_eq!(meta("home/alice/latest").uid, ALICE.0);
+        assert_eq!(meta("xattrs").xattrs.len(), 1);
+        assert_eq!(meta("xattrs/tagged.bin").xattrs.len(), 3);
+        let links: Vec<_> = r.0.iter().filter(|e| e.1.is_none()).collect();
+        assert_eq!(links.len(), 2);
+        assert!(links.iter().all(|l| l.2 == b"seed/links/original.bin"));
+        let names: Vec<&str> = by_name.keys().copied().collect();
+        let longest = names.iter().map(|p| p.rsplit('/').next().unwrap().len());
+        assert_eq!(longest.max(), Some(NAME_MAX));
+        let wide = format!("seed/names/{}", "名".repeat(85));
+        assert!(names.contains(&wide.as_str()));
+        let depth = names.iter().map(|p| p.split('/').count()).max().unwrap();
+        assert!(depth >= DEPTH + 3, "depth {depth}");
+        // Every mtime is distinct and has nanoseconds.
+        let mut times: Vec<Mtime> =
+            r.0.iter()
+                .filter_map(|e| e.1.as_ref())
+                .map(|m| m.mtime)
+                .collect();
+        assert!(times.iter().all(|t| t.nanos > 0 && t.nanos < 1_000_000_000));
+        let n = times.len();
+        times.sort_by_key(|t| (t.secs, t.nanos));
+        times.dedup();
+        assert_eq!(times.len(), n);
     }
 
     #[test]
-    fn sparse_file_is_sparse_and_reads_like_its_content_stream() {
-        let (d, _) = seeded(5);
-        let sparse = d.path().join("seed/sparse.img");
-        let md = fs::metadata(&sparse).unwrap();
-        let allocated = md.blocks() * 512;
-        assert!(
-            allocated < md.len() / 16,
-            "allocated {allocated} of {}",
-            md.len()
+    fn the_metadata_stream_leaves_the_original_files_alone() {
+        let a = recorded(5, 4096);
+        let b = recorded(5, 4096);
+        let c = recorded(6, 4096);
+        assert!(a.0 == b.0, "same seed, different dataset");
+        let bytes = |r: &Record, p: &str| r.0.iter().find(|e| e.0 == p).unwrap().2.clone();
+        assert_ne!(
+            bytes(&a, "seed/links/original.bin"),
+            bytes(&c, "seed/links/original.bin")
         );
-        let bytes = fs::read(&sparse).unwrap();
-        assert_eq!(bytes[SPARSE_SECOND_EXTENT as usize - 1], 0);
-        assert_ne!(bytes[SPARSE_SECOND_EXTENT as usize..][..16], [0; 16]);
-
-        // The same draws through `Read` (what a tar entry carries): holes come out as zeros.
-        struct Bytes(Vec<u8>);
-        impl Sink for Bytes {
-            fn dir(&mut self, _: &str) -> Result<(), DataError> {
-                Ok(())
-            }
-            fn file(&mut self, rel: &str, _: u32, mut c: Content<'_>) -> Result<(), DataError> {
-                let mut out = Vec::new();
-                c.read_to_end(&mut out).unwrap();
-                if rel.ends_with("sparse.img") {
-                    self.0 = out;
-                }
-                Ok(())
-            }
-            fn symlink(&mut self, _: &str, _: &str) -> Result<(), DataError> {
-                Ok(())
+        // large.bin's length shifts nothing: it is drawn last.
+        let longer = recorded(5, 8192);
+        for (x, y) in a.0.iter().zip(&longer.0) {
+            if x.0 != "seed/large.bin" {
+                assert!(x == y, "{} changed with large_bytes", x.0);
             }
         }
-        let mut streamed = Bytes(Vec::new());
-        seeded_dataset(&mut streamed, "seed", 5, SMALL_LARGE).unwrap();
-        assert!(streamed.0 == bytes, "streamed sparse.img differs");
     }
 
     #[test]
-    fn large_file_seeding_is_fast() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = Instant::now();
-        let m = seed_tree(dir.path(), "seed", 9, 5 * MIB).unwrap();
-        let took = t.elapsed();
-        let large = fs::metadata(dir.path().join("seed/large.bin")).unwrap();
-        assert_eq!(large.len(), 5 * MIB);
-        assert!(m.bytes > 5 * MIB + SPARSE_LEN);
-        assert!(took < Duration::from_secs(10), "took {took:?}");
-    }
-
-    #[test]
-    fn marker_changes_the_digest_and_refuses_to_overwrite_or_escape() {
-        let (d, m) = seeded(10);
-        let after = write_marker(d.path(), "seed/a/marker.bin", 99, 10_000).unwrap();
-        assert_ne!(after, m.digest);
-        assert_eq!(after, tree_digest(d.path()).unwrap());
-        let marker = fs::metadata(d.path().join("seed/a/marker.bin")).unwrap();
-        assert_eq!(marker.len(), 10_000);
-        let err = write_marker(d.path(), "seed/a/marker.bin", 99, 1).unwrap_err();
-        assert!(err.to_string().contains("marker.bin"), "{err}");
+    fn marker_names_are_checked() {
         for bad in ["", "/etc/x", "../x", "seed/../../x"] {
-            let result = write_marker(d.path(), bad, 1, 1);
+            let result = marker(&mut Record::default(), bad, 1, 1);
             assert!(
                 matches!(result, Err(DataError::InvalidName { .. })),
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn seed_tree_refuses_an_existing_or_nested_prefix() {
-        let (d, _) = seeded(11);
-        let err = seed_tree(d.path(), "seed", 11, 0).unwrap_err();
-        let create_dir = matches!(
-            err,
-            DataError::Io {
-                op: "create directory",
-                ..
-            }
-        );
-        assert!(create_dir, "{err}");
-        assert!(err.to_string().contains("seed"));
-        let nested = seed_tree(d.path(), "a/b", 1, 0);
-        assert!(matches!(nested, Err(DataError::InvalidName { .. })));
+        assert!(check_relative("a/b", true).is_err());
+        assert!(check_relative("a", true).is_ok());
     }
 }

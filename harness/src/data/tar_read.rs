@@ -1,24 +1,28 @@
 //! The digest of a tree read from a tar stream (`tar -c -C <root> .` run where the volume is
-//! mounted), equal to `tree_digest(root)` of the same tree.
+//! mounted), equal to `tree_digest(root, Level::Tar)` of the same tree.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
 
 use tar::{Archive, EntryType};
 
-use super::entries::{Entry, Kind, digest_entries, hash_content, show};
+use super::entries::{Entry, Kind, Level, Meta, Mtime, digest_entries, hash_content, show};
 use super::{CHUNK, DataError, Digest};
 
 const WHAT: &str = "tar stream";
 /// One tar block; the end-of-archive marker is two of them, all zeros.
 const BLOCK: usize = 512;
 
-/// The `tree_digest` of the tree a tar stream describes, as produced by `tar -c -C root .`
-/// with GNU or busybox tar: names with or without a leading `./`, the root entry skipped,
-/// directories with or without a trailing `/`, GNU long names and PAX headers (via the `tar`
-/// crate), hard links counted as regular files with their target's content and mode (a walk
-/// cannot tell a hard link from a file either). Sockets are not in tar streams, so a tree
-/// holding one digests differently from its walk.
+/// The `tree_digest(root, Level::Tar)` of the tree a tar stream describes, as produced by
+/// `tar -c -C root .` with GNU or busybox tar: names with or without a leading `./`, the root
+/// entry skipped, directories with or without a trailing `/`, GNU long names and PAX headers
+/// (via the `tar` crate). Owners are the numeric ids of the headers, mtimes their whole
+/// seconds (a PAX header's fraction is left out, as busybox writes none); hard-link entries
+/// are links to whichever name of the inode the tar met first, and are re-attributed to the
+/// first name in canonical order, as a walk sees them. What the tar level leaves out (xattrs,
+/// directory mtimes, symlink owners and mtimes) is in the stream or not, and ignored either
+/// way. Sockets are not in tar streams, so a tree holding one digests differently from its
+/// walk.
 ///
 /// The stream must end with the end-of-archive marker (a stream cut short at an entry
 /// boundary is an error, not a smaller tree); anything after the marker, such as GNU tar's
@@ -29,7 +33,7 @@ pub fn tar_digest<R: Read>(input: R) -> Result<Digest, DataError> {
     let mut rest = archive.into_inner();
     check_end_marker(&mut rest)?;
     io::copy(&mut rest, &mut io::sink()).map_err(|e| DataError::stream("read", WHAT, e))?;
-    digest_entries(entries).map_err(|reason| bad(WHAT.into(), reason))
+    digest_entries(entries, Level::Tar).map_err(|reason| bad(WHAT.into(), reason))
 }
 
 fn bad(what: String, reason: impl Into<String>) -> DataError {
@@ -41,9 +45,9 @@ fn bad(what: String, reason: impl Into<String>) -> DataError {
 
 fn read_entries<R: Read>(archive: &mut Archive<R>) -> Result<Vec<Entry>, DataError> {
     let read_error = |e| DataError::stream("read", WHAT, e);
-    // Regular files by path, for hard links to resolve against: kept even when the file
-    // itself is excluded (a link may point into lost+found).
-    let mut files: HashMap<Vec<u8>, (u32, Kind)> = HashMap::new();
+    // Every path so far, and whether it is a directory: a hard link must name an earlier
+    // non-directory. Kept even for excluded entries (a link may point into lost+found).
+    let mut seen: HashMap<Vec<u8>, bool> = HashMap::new();
     let mut entries = Vec::new();
     let mut buf = vec![0u8; CHUNK];
     for item in archive.entries().map_err(read_error)? {
@@ -52,11 +56,8 @@ fn read_entries<R: Read>(archive: &mut Archive<R>) -> Result<Vec<Entry>, DataErr
         if path.is_empty() {
             continue; // the root itself
         }
-        let entry = record(&mut item, path, &files, &mut buf)?;
-        if let Some(e) = entry {
-            if let Kind::File { .. } = e.kind {
-                files.insert(e.path.clone(), (e.mode, e.kind.clone()));
-            }
+        if let Some(e) = record(&mut item, path, &seen, &mut buf)? {
+            seen.insert(e.path.clone(), e.kind == Kind::Dir);
             entries.push(e);
         }
     }
@@ -91,15 +92,12 @@ fn normalise(raw: &[u8]) -> Result<Vec<u8>, DataError> {
 fn record<R: Read>(
     item: &mut tar::Entry<'_, R>,
     path: Vec<u8>,
-    files: &HashMap<Vec<u8>, (u32, Kind)>,
+    seen: &HashMap<Vec<u8>, bool>,
     buf: &mut [u8],
 ) -> Result<Option<Entry>, DataError> {
     let what = || format!("{WHAT} entry {}", show(&path));
     let header = item.header();
     let kind_byte = header.entry_type();
-    let mode = header
-        .mode()
-        .map_err(|e| DataError::stream("read mode of", what(), e))?;
     let kind = match kind_byte {
         // Old archives mark a directory by a trailing `/` on a regular entry.
         EntryType::Regular if item.path_bytes().ends_with(b"/") && item.size() == 0 => Kind::Dir,
@@ -108,8 +106,8 @@ fn record<R: Read>(
         }
         EntryType::Directory => Kind::Dir,
         EntryType::Link => {
-            let (mode, kind) = link_target(item, files, &what())?;
-            return Ok(Some(Entry::new(path, mode, kind)));
+            let first = link_target(item, seen, &what())?;
+            return Ok(Some(Entry::link(path, first)));
         }
         EntryType::Symlink => {
             let target = item
@@ -134,7 +132,27 @@ fn record<R: Read>(
             return Err(bad(what(), reason));
         }
     };
-    Ok(Some(Entry::new(path, mode, kind)))
+    // A link entry's own fields are not read: the inode's are the file's.
+    let meta =
+        meta(item.header()).map_err(|e| DataError::stream("read the header of", what(), e))?;
+    Ok(Some(Entry::new(path, kind, meta)))
+}
+
+/// Mode, numeric owner and whole-second mtime: all a busybox header has.
+fn meta(header: &tar::Header) -> io::Result<Meta> {
+    let id = |v: u64| {
+        u32::try_from(v).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "id over 32 bits"))
+    };
+    Ok(Meta {
+        mode: header.mode()?,
+        uid: id(header.uid()?)?,
+        gid: id(header.gid()?)?,
+        mtime: Mtime {
+            secs: header.mtime()? as i64,
+            nanos: 0,
+        },
+        xattrs: Vec::new(),
+    })
 }
 
 fn file_kind<R: Read>(
@@ -154,20 +172,23 @@ fn file_kind<R: Read>(
     Ok(Kind::File { len, sha256 })
 }
 
-/// A hard link is the file it names, which must have come earlier in the stream.
+/// A hard link names an earlier entry that is not a directory.
 fn link_target<R: Read>(
     item: &tar::Entry<'_, R>,
-    files: &HashMap<Vec<u8>, (u32, Kind)>,
+    seen: &HashMap<Vec<u8>, bool>,
     what: &str,
-) -> Result<(u32, Kind), DataError> {
+) -> Result<Vec<u8>, DataError> {
     let raw = item
         .link_name_bytes()
         .ok_or_else(|| bad(what.into(), "no link target"))?;
     let target = normalise(&raw)?;
-    files.get(&target).cloned().ok_or_else(|| {
-        let reason = format!("hard link to {}, not an earlier regular file", show(&raw));
-        bad(what.into(), reason)
-    })
+    match seen.get(&target) {
+        Some(false) => Ok(target),
+        _ => {
+            let reason = format!("hard link to {}, not an earlier file", show(&raw));
+            Err(bad(what.into(), reason))
+        }
+    }
 }
 
 fn device(header: &tar::Header) -> Option<(u32, u32)> {
@@ -200,9 +221,10 @@ fn check_end_marker(rest: &mut impl Read) -> Result<(), DataError> {
 
 #[cfg(test)]
 mod tests {
-    use std::fs::{self, OpenOptions, Permissions};
-    use std::os::unix::fs::{FileExt, PermissionsExt, symlink};
+    use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
+    use std::os::unix::fs::{FileExt, PermissionsExt, lchown, symlink};
     use std::process::Command;
+    use std::time::Duration;
 
     use tar::{Builder, Header};
 
@@ -211,7 +233,7 @@ mod tests {
     use crate::data::{seed_tree, tree_digest};
 
     fn assert_tars_agree(dir: &std::path::Path) -> Digest {
-        let walked = tree_digest(dir).unwrap();
+        let walked = tree_digest(dir, Level::Tar).unwrap();
         for tar in tars() {
             assert_eq!(tar.digest(dir).unwrap(), walked, "{} tar", tar.name);
         }
@@ -221,8 +243,8 @@ mod tests {
     #[test]
     fn seeded_tree_digests_alike_walked_and_through_tar() {
         let dir = tempfile::tempdir().unwrap();
-        let m = seed_tree(dir.path(), "seed", 21, 3 << 20).unwrap();
-        assert_eq!(assert_tars_agree(dir.path()), m.digest);
+        seed_tree(dir.path(), "seed", 21, 3 << 20).unwrap();
+        assert_tars_agree(dir.path());
     }
 
     #[test]
@@ -238,7 +260,7 @@ mod tests {
     fn other_gnu_formats_digest_alike() {
         let dir = tempfile::tempdir().unwrap();
         awkward_tree(dir.path());
-        let walked = tree_digest(dir.path()).unwrap();
+        let walked = tree_digest(dir.path(), Level::Tar).unwrap();
         for format in ["--format=pax", "--format=gnu", "--format=oldgnu"] {
             let out = Command::new("tar")
                 .args([format, "-c", "-f", "-", "-C"])
@@ -252,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn one_changed_byte_mode_link_or_name_changes_the_tar_digest() {
+    fn one_changed_byte_mode_owner_mtime_link_or_name_changes_the_tar_digest() {
         let dir = tempfile::tempdir().unwrap();
         seed_tree(dir.path(), "seed", 22, 64 << 10).unwrap();
         let base = dir.path().join("seed");
@@ -274,6 +296,25 @@ mod tests {
         changed("one byte");
         fs::set_permissions(base.join("a/run.sh"), Permissions::from_mode(0o754)).unwrap();
         changed("one mode bit");
+        fs::set_permissions(base.join("modes/setgid"), Permissions::from_mode(0o755)).unwrap();
+        changed("a setgid bit");
+        lchown(base.join("home/alice/notes.txt"), None, Some(0)).unwrap();
+        changed("one group");
+        let one = File::options()
+            .write(true)
+            .open(base.join("one.bin"))
+            .unwrap();
+        let t = one.metadata().unwrap().modified().unwrap();
+        one.set_times(FileTimes::new().set_modified(t + Duration::from_secs(1)))
+            .unwrap();
+        changed("one mtime");
+        // One name of the three-name inode becomes a file of its own (the tree digest's
+        // tests show that this alone, all metadata equal, changes both levels).
+        let second = base.join("a/b/second-name.bin");
+        let bytes = fs::read(&second).unwrap();
+        fs::remove_file(&second).unwrap();
+        fs::write(&second, bytes).unwrap();
+        changed("a hard link broken");
         fs::remove_file(base.join("dangling")).unwrap();
         symlink("no/such/targer", base.join("dangling")).unwrap();
         changed("one symlink target");
@@ -287,6 +328,7 @@ mod tests {
         h.set_entry_type(kind);
         h.set_mode(0o755);
         h.set_size(data.len() as u64);
+        (h.set_uid(0), h.set_gid(0), h.set_mtime(0));
         let field = &mut h.as_old_mut().name;
         field[..name.len()].copy_from_slice(name.as_bytes());
         h.set_cksum();
@@ -330,6 +372,20 @@ mod tests {
         let err = tar_digest(&b.into_inner().unwrap()[..]).unwrap_err();
         assert!(matches!(err, DataError::BadArchive { .. }), "{err}");
         assert!(err.to_string().contains("hard link to missing"), "{err}");
+        let mut dir_link = Builder::new(Vec::new());
+        let mut d = Header::new_gnu();
+        d.set_entry_type(D);
+        d.set_mode(0o755);
+        d.set_size(0);
+        (d.set_uid(0), d.set_gid(0), d.set_mtime(0));
+        dir_link.append_data(&mut d, "d", std::io::empty()).unwrap();
+        dir_link.append_link(&mut link, "hard", "d").unwrap();
+        let err = tar_digest(&dir_link.into_inner().unwrap()[..]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("hard link to d, not an earlier file"),
+            "{err}"
+        );
         let escape = archive(&[("../x", F, b"x")]);
         let err = tar_digest(&escape[..]).unwrap_err().to_string();
         assert!(err.contains("tar stream entry ../x"), "{err}");

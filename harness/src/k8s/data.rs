@@ -1,7 +1,9 @@
 //! The data plane through pods, on the same data code as the CSI level: the seeded tree travels
 //! as a tar stream into `tar -x` in a writer pod, and `tar -c` in a reader pod streams the
-//! volume back into the same canonical digest; block volumes get the same seeded blocks through
-//! `dd` and are read back whole. A command that fails in the pod while touching the volume
+//! volume back into the canonical digest at `Level::Tar` (what the pod's busybox tar carries:
+//! owners, modes, file mtimes in seconds, hard links, content, symlinks; no xattrs, directory
+//! or symlink mtimes), so every claim digest here is at that level and only compared with
+//! another; block volumes get the same seeded blocks through `dd` and are read back whole. A command that fails in the pod while touching the volume
 //! (an I/O error, a short device) is the driver's failure; a missing tool is the harness's.
 
 use super::VolumeMode;
@@ -161,12 +163,18 @@ impl CaseCtx {
 
     async fn write_tree(&self, pod: &DataPod, seed: u64, size: u64) -> CaseResult {
         let large = (size / 8).clamp(64 << 10, 4 << 20);
-        let archive = crate::steps::blocking("build the seeded tree archive", move || {
-            let mut archive = Vec::new();
-            data::seed_tree_tar(&mut archive, "dataset", seed, large)?;
-            Ok(archive)
-        })
-        .await?;
+        let (archive, manifest) =
+            crate::steps::blocking("build the seeded tree archive", move || {
+                let mut archive = Vec::new();
+                let manifest = data::seed_tree_tar(&mut archive, "dataset", seed, large)?;
+                Ok((archive, manifest))
+            })
+            .await?;
+        // At the tar level, what the reader pod's `tar -c` gives back if the write is whole.
+        self.trace(format!(
+            "data: seeded tree archive seed={seed} files={} bytes={} digest={}",
+            manifest.files, manifest.bytes, manifest.digest
+        ));
         self.run_writer(pod, &untar_script(archive.len()), archive)
             .await
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{CopyPolicy, Origin, copy_quiesced};
 use crate::error::DriverResult;
-use crate::faults::{self, Fault, Faults};
+use crate::faults::{self, Damage, Fault, Faults};
 use crate::state::{AccessType, Source};
 use crate::storage::{self, FsType};
 
@@ -69,8 +69,18 @@ fn copy_image(plan: &Plan, origin: &Origin) -> DriverResult<()> {
 /// Fits the copied image to the request: fault damage, truncation (a fault), growth.
 fn finish(plan: &Plan, origin: &Origin) -> DriverResult<u64> {
     let (image, size, fs_type) = (&plan.image, plan.size, plan.fs_type);
-    if let (true, Some(fs)) = (plan.fault(Fault::CloneDropsModesAndSymlinks), fs_type) {
-        faults::drop_modes_and_symlinks(image, fs, &plan.scratch)?;
+    let damages = [
+        (
+            Fault::CloneDropsModesAndSymlinks,
+            Damage::DropModesAndSymlinks,
+        ),
+        (Fault::CloneCopiesLikeCpR, Damage::CopyLikeCpR),
+        (Fault::CloneReownsFiles, Damage::Reown),
+    ];
+    for (fault, damage) in damages {
+        if let (true, Some(fs)) = (plan.fault(fault), fs_type) {
+            faults::damage_mounted_copy(image, fs, &plan.scratch, damage)?;
+        }
     }
     if size < origin.size_bytes {
         // Only reachable with SmallerThanSourceAccepted: the copy is cut to the asked size.

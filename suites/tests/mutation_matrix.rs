@@ -1,6 +1,7 @@
 //! The mutation matrix: runs the suites against the reference driver once per fault and checks
 //! that (a) every fault makes at least one case fail, (b) every case fails under at least one
-//! fault, (c) with no fault everything passes. Prints the matrix and writes
+//! fault, (c) with no fault everything passes, (d) no fault makes a harness error (what a
+//! broken driver does is a conformance failure). Prints the matrix and writes
 //! docs/mutation-matrix.md. Part of `cargo test --workspace`; `cargo test -p suites --test
 //! mutation_matrix` runs it alone.
 
@@ -203,6 +204,16 @@ fn main() {
         kills += failed.len();
         if failed.is_empty() {
             problems.push(format!("fault {fault} made no case fail"));
+        }
+    }
+    // (d) a fault is the driver's: it must show as failures, never as an incomplete verdict.
+    for ((fault, setup), outcomes) in &results {
+        if fault != &fault_name(None) && !outcomes.errored.is_empty() {
+            let ids: Vec<&str> = outcomes.errored.iter().map(String::as_str).collect();
+            problems.push(format!(
+                "fault {fault} ({setup:?}) made harness errors, not failures: {}",
+                ids.join(", ")
+            ));
         }
     }
     for id in &all_cases {

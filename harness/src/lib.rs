@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod plan;
 pub mod profile;
 pub mod progress;
+pub mod read_verdict;
 pub mod retry;
 pub mod rpc;
 pub mod runner;

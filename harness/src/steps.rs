@@ -1,14 +1,16 @@
 //! Multi-RPC steps cases share: make a volume, attach it (stage + publish), write a seeded
 //! dataset, digest what a volume holds. A step that the driver fails is a conformance failure
-//! naming the step; a step the machine fails is a harness error.
+//! naming the step; a step the machine fails is a harness error. Reading a published volume is
+//! the driver's step: its I/O errors are failures (`volume_io`, `read_verdict`).
 
 use std::path::PathBuf;
 
 use csi_proto::v1 as csi;
 
-use crate::case::{CaseResult, expect_ok, harness_error};
+use crate::case::{CaseResult, ensure, expect_ok, harness_error};
 use crate::context::{Access, CaseCtx, SourceRef};
-use crate::data::{self, Digest};
+use crate::data::{self, Digest, WholeDevice};
+use crate::read_verdict::read_verdict;
 
 /// A volume staged and published by this case.
 #[derive(Clone, Debug)]
@@ -18,6 +20,8 @@ pub struct Attached {
     pub staging: PathBuf,
     /// The published path: a directory (mount) or a device node (block).
     pub target: PathBuf,
+    /// capacity_bytes the driver reported for the volume (0: unknown).
+    pub capacity: i64,
 }
 
 /// A volume holding a seeded dataset, and the digest of what it holds.
@@ -54,6 +58,20 @@ pub async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(harness_error(format!("{what}: {}", error_chain(&e)))),
+        Err(e) => Err(harness_error(format!("{what}: task failed: {e}"))),
+    }
+}
+
+/// Runs blocking I/O on a volume the driver published (a read, a stat, a seeded write): the
+/// volume's I/O errors are the driver's failure, the machine's stay harness errors
+/// (`read_verdict`). `blocking` is for the harness's own work.
+pub async fn volume_io<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, data::DataError> + Send + 'static,
+) -> CaseResult<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(read_verdict(what, &e)),
         Err(e) => Err(harness_error(format!("{what}: task failed: {e}"))),
     }
 }
@@ -112,6 +130,7 @@ impl CaseCtx {
             access,
             staging,
             target,
+            capacity: volume.capacity_bytes,
         })
     }
 
@@ -141,7 +160,7 @@ impl CaseCtx {
         match attached.access {
             Access::Mount => {
                 let large = (size / 8).clamp(64 << 10, 4 << 20);
-                let manifest = blocking("write seeded tree", move || {
+                let manifest = volume_io("write seeded tree", move || {
                     data::seed_tree(&target, "dataset", seed, large)
                 })
                 .await?;
@@ -152,8 +171,10 @@ impl CaseCtx {
                 Ok(manifest.digest)
             }
             Access::Block => {
-                let offsets = blocking("write seeded blocks", move || {
+                let offsets = volume_io("write seeded blocks", move || {
                     data::seed_blocks(&target, seed, size, 24)?;
+                    // Past `size` the source holds zeros, so every byte a copy holds is defined.
+                    data::zero_tail(&target, size)?;
                     data::device_digest(&target, size)
                 })
                 .await?;
@@ -166,21 +187,61 @@ impl CaseCtx {
     }
 
     /// Digest of an attached volume's content (mount: canonical tree read directly, at
-    /// `Level::Direct` like `write_dataset`'s; block: first `size` bytes).
+    /// `Level::Direct` like `write_dataset`'s; block: the first `size` bytes, the source's
+    /// length, after checking the whole device: see `whole_device`).
     pub async fn digest_attached(&self, attached: &Attached, size: u64) -> CaseResult<Digest> {
         let target = attached.target.clone();
         let digest = match attached.access {
             Access::Mount => {
-                blocking("digest tree", move || {
+                volume_io("digest tree", move || {
                     data::tree_digest(&target, data::Level::Direct)
                 })
                 .await?
             }
-            Access::Block => {
-                blocking("digest device", move || data::device_digest(&target, size)).await?
-            }
+            Access::Block => self.whole_device(attached, size).await?,
         };
         self.trace(format!("data: digest of {} = {digest}", attached.volume_id));
+        Ok(digest)
+    }
+
+    /// Reads a published device to its end: it must be as long as the capacity the driver
+    /// reported, and past the first `size` bytes (the source's data, whose own tail the
+    /// harness zeroed) it must read as zeros. Returns the digest of the first `size` bytes.
+    async fn whole_device(&self, attached: &Attached, size: u64) -> CaseResult<Digest> {
+        let target = attached.target.clone();
+        let read = volume_io("read the device whole", move || {
+            data::read_whole_device(&target, size)
+        })
+        .await?;
+        let WholeDevice {
+            digest,
+            len,
+            first_nonzero,
+        } = read;
+        let path = attached.target.display();
+        ensure(
+            attached.capacity <= 0 || len >= attached.capacity as u64,
+            &format!(
+                "{path} is shorter than the capacity_bytes the driver reported (spec: Volume.capacity_bytes is the capacity of the volume)"
+            ),
+            format!(">= {} bytes", attached.capacity),
+            format!("{len} bytes"),
+        )?;
+        ensure(
+            first_nonzero.is_none(),
+            &format!(
+                "{path}: past the source's {size} bytes the device must read as zeros (spec: CreateVolumeRequest.volume_content_source: \"the new volume will be pre-populated with data from this source\"; nothing else)"
+            ),
+            format!("zeros from byte {size} to {len}"),
+            format!(
+                "a non-zero byte at offset {}",
+                first_nonzero.unwrap_or_default()
+            ),
+        )?;
+        self.trace(format!(
+            "data: {} read whole: {len} bytes, zeros after byte {size}",
+            attached.volume_id
+        ));
         Ok(digest)
     }
 

@@ -75,6 +75,11 @@ pub enum Fault {
     CapacityReportedSmaller,
     /// A larger copy reports the larger capacity but keeps the source's size.
     LargerCloneNotGrown,
+    /// A larger block copy grows its image but fills the grown tail with non-zero bytes (a
+    /// reused, dirty extent).
+    LargerCloneGarbageTail,
+    /// A larger restore reports the larger capacity but keeps the snapshot's size.
+    RestoreNotGrown,
     /// ControllerExpandVolume reports the new size without growing anything.
     ExpandDoesNotGrow,
     /// Block-to-mount and mount-to-block copies are accepted.
@@ -124,6 +129,30 @@ pub fn partial_copy(src: &Path, dst: &Path, len: u64) -> Result<(), StorageError
         left -= got as u64;
     }
     output.sync_all().map_err(io("fsync", dst))
+}
+
+/// Fills `path` from byte `from` to its end with a non-zero pattern, as storage reused without
+/// zeroing would hold, and fsyncs.
+pub fn dirty_tail(path: &Path, from: u64) -> Result<(), StorageError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io("open", path))?;
+    let len = file.metadata().map_err(io("stat", path))?.len();
+    let stale: Vec<u8> = b"stale extent "
+        .iter()
+        .copied()
+        .cycle()
+        .take(1 << 20)
+        .collect();
+    let mut offset = from;
+    while offset < len {
+        let n = (len - offset).min(stale.len() as u64) as usize;
+        file.write_all_at(&stale[..n], offset)
+            .map_err(io("write", path))?;
+        offset += n as u64;
+    }
+    file.sync_all().map_err(io("fsync", path))
 }
 
 /// Bytes per second a `clone-without-freeze` copy moves: a real copy of a real volume takes

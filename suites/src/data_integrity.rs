@@ -16,8 +16,8 @@ use harness::case::{
 };
 use harness::context::{Access, CaseCtx, SourceRef};
 use harness::data::{self, DataError, Digest};
-use harness::steps::blocking;
-use rustix::io::Errno;
+use harness::read_verdict::read_verdict;
+use harness::steps::volume_io;
 
 use crate::common::{SourceKind, seeded_source};
 
@@ -145,7 +145,7 @@ async fn copy_under_writes(ctx: &CaseCtx, kind: SourceKind) -> CaseResult {
     ctx.write_dataset(&attached, size, 0).await?;
     // Only the dataset is synced before the copy; the churn beside it is in flux.
     let dataset = attached.target.join("dataset");
-    let synced = blocking("digest the synced dataset", move || {
+    let synced = volume_io("digest the synced dataset", move || {
         data::tree_digest(&dataset, data::Level::Direct)
     })
     .await?;
@@ -225,7 +225,12 @@ async fn check_copy(ctx: &CaseCtx, copy: &csi::Volume, synced: Digest) -> CaseRe
                 "none",
             ));
         }
-        Ok(Err(e)) => return Err(read_error(&e)),
+        Ok(Err(e)) => {
+            return Err(read_verdict(
+                "reading the copy made during writes (a torn filesystem reads with EIO, EBADMSG or EUCLEAN)",
+                &e,
+            ));
+        }
         Err(e) => return Err(harness_error(format!("read the copy: task failed: {e}"))),
     };
     ensure_eq(
@@ -234,31 +239,6 @@ async fn check_copy(ctx: &CaseCtx, copy: &csi::Volume, synced: Digest) -> CaseRe
         "the copy must hold the dataset synced before the copy was requested",
     )?;
     detached
-}
-
-/// Errors only a damaged filesystem gives (EIO, EBADMSG = bad checksum, EUCLEAN = corrupted)
-/// are the driver's failure; anything else is the harness's.
-fn read_error(e: &DataError) -> CaseError {
-    let errno = match e {
-        DataError::Io { source, .. } => source.raw_os_error(),
-        _ => None,
-    };
-    let text = match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
-    };
-    let corrupt = [Errno::IO, Errno::BADMSG, Errno::UCLEAN]
-        .iter()
-        .any(|c| errno == Some(c.raw_os_error()));
-    if corrupt {
-        fail_with(
-            "reading the copy made during writes failed: the driver delivered a corrupt filesystem",
-            "every file of the copy readable",
-            text,
-        )
-    } else {
-        harness_error(format!("read the copy: {text}"))
-    }
 }
 
 /// A workload on the mounted source, the pattern that tore every unfrozen copy in

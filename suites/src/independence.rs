@@ -8,7 +8,7 @@ use harness::case::{
 use harness::context::{Access, CaseCtx, SourceRef};
 use harness::data::{self, Digest};
 use harness::profile::SourceDeletion;
-use harness::steps::{Seeded, blocking};
+use harness::steps::{Seeded, volume_io};
 use tonic::Code;
 
 use crate::common::{SourceKind, seeded_source};
@@ -147,13 +147,13 @@ async fn write_marker(
     let target = attached.target.clone();
     let written = match access {
         Access::Mount => {
-            blocking("write marker file", move || {
+            volume_io("write marker file", move || {
                 data::write_marker(&target, "independence-marker", seed, 256 << 10)
             })
             .await
         }
         Access::Block => {
-            blocking("write marker block", move || {
+            volume_io("write marker block", move || {
                 data::write_block_marker(&target, seed, size / 2)?;
                 data::device_digest(&target, size)
             })

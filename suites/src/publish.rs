@@ -91,6 +91,7 @@ async fn attach_readonly(ctx: &CaseCtx, volume: &csi_proto::v1::Volume) -> CaseR
         access,
         staging,
         target,
+        capacity: volume.capacity_bytes,
     })
 }
 

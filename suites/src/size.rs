@@ -5,11 +5,10 @@ use harness::case::{
     CaseResult, Requirement as R, Row, Suite, ensure, ensure_eq, expect_code, expect_ok, fail_with,
     row,
 };
-use harness::context::SourceRef;
-use harness::context::{Access, CaseCtx};
+use harness::context::{Access, CaseCtx, SourceRef};
 use harness::data;
 use harness::profile::{LargerClone, SmallerCopy};
-use harness::steps::blocking;
+use harness::steps::{Seeded, volume_io};
 use tonic::Code;
 
 use crate::common::{SourceKind, empty_source, seeded_source, snapshot_of, snapshot_size};
@@ -17,7 +16,8 @@ use crate::common::{SourceKind, empty_source, seeded_source, snapshot_of, snapsh
 #[derive(Clone, Copy, Debug)]
 enum Flow {
     Equal,
-    Larger(Access),
+    /// A copy of a seeded source (a volume, or a snapshot of one) at twice its size.
+    Larger(SourceKind, Access),
     Smaller(SourceKind),
     NoCapacityRange,
     LimitBelowSource,
@@ -36,13 +36,25 @@ const ROWS: &[Row<Flow>] = &[
         "clone::larger_mount_clone_is_grown_or_out_of_range",
         "spec: CreateVolume — larger than the source: OUT_OF_RANGE, or the larger size with the source data and the filesystem grown by NodePublish",
         &[R::Clone, R::Mount, R::DataPlane],
-        Flow::Larger(Access::Mount),
+        Flow::Larger(SourceKind::Volume, Access::Mount),
     ),
     row(
         "clone::larger_block_clone_is_grown_or_out_of_range",
         "spec: CreateVolume — larger than the source: OUT_OF_RANGE, or a device of the larger size holding the source data",
         &[R::Clone, R::Block, R::DataPlane],
-        Flow::Larger(Access::Block),
+        Flow::Larger(SourceKind::Volume, Access::Block),
+    ),
+    row(
+        "restore::larger_mount_restore_is_grown_or_out_of_range",
+        "spec: CreateVolume from a snapshot larger than its size_bytes: OUT_OF_RANGE, or the larger size with the snapshot's data and the filesystem grown by NodePublish",
+        &[R::Snapshot, R::Mount, R::DataPlane],
+        Flow::Larger(SourceKind::Snapshot, Access::Mount),
+    ),
+    row(
+        "restore::larger_block_restore_is_grown_or_out_of_range",
+        "spec: CreateVolume from a snapshot larger than its size_bytes: OUT_OF_RANGE, or a device of the larger size holding the snapshot's data",
+        &[R::Snapshot, R::Block, R::DataPlane],
+        Flow::Larger(SourceKind::Snapshot, Access::Block),
     ),
     row(
         "clone::smaller_request_is_out_of_range_or_the_whole_source",
@@ -193,7 +205,7 @@ async fn check_grown(
                         )
                         .await;
                 }
-                let total = blocking("statvfs", move || data::fs_total_bytes(&target)).await?;
+                let total = volume_io("statvfs", move || data::fs_total_bytes(&target)).await?;
                 // A filesystem never shows its whole device; more than the source image is the point.
                 ensure(
                     total > source_size,
@@ -208,13 +220,14 @@ async fn check_grown(
                 )
             }
             Access::Block => {
-                let len = blocking("device size", move || data::device_len(&target)).await?;
+                let len = volume_io("device size", move || data::device_len(&target)).await?;
                 ensure(
                     len >= size,
                     "the published device must have the larger size",
                     format!(">= {size}"),
                     len.to_string(),
                 )?;
+                // Also reads the rest of the device: it must be zeros (steps::whole_device).
                 ensure_eq(
                     &ctx.digest_attached(&attached, source_size).await?,
                     &digest,
@@ -226,6 +239,74 @@ async fn check_grown(
     .await;
     ctx.detach(&attached).await?;
     result
+}
+
+/// A seeded source of `kind` and the size a larger copy asks for: twice the source's size, or
+/// twice the snapshot's size_bytes (when it reports one).
+async fn larger_source(
+    ctx: &CaseCtx,
+    kind: SourceKind,
+    access: Access,
+) -> CaseResult<(SourceRef, Seeded, u64)> {
+    let seeded = ctx.seeded_volume(access, 0).await?;
+    if kind == SourceKind::Volume {
+        let source = SourceRef::Volume(seeded.volume.volume_id.clone());
+        let size = seeded.size;
+        return Ok((source, seeded, size * 2));
+    }
+    let snapshot = expect_ok(
+        ctx.create_snapshot(&ctx.unique_name("snap"), &seeded.volume.volume_id)
+            .await,
+        "setup: CreateSnapshot",
+    )?;
+    let base = snapshot_size(&snapshot, seeded.size)?;
+    Ok((SourceRef::Snapshot(snapshot.snapshot_id), seeded, base * 2))
+}
+
+/// A copy larger than its source: OUT_OF_RANGE, or OK grown and holding the source's data,
+/// as the profile's `clone.larger` allows (it covers restores too: the same choice).
+async fn larger(ctx: &CaseCtx, kind: SourceKind, access: Access) -> CaseResult {
+    let (source, seeded, larger) = larger_source(ctx, kind, access).await?;
+    let what = match kind {
+        SourceKind::Volume => "clone",
+        SourceKind::Snapshot => "restore",
+    };
+    let policy = ctx.profile().clone.larger;
+    let copy = match ctx.create_from(&source, access, Some((larger, 0))).await {
+        Err(status) => return refused(&status, policy, what),
+        Ok(_) if policy == LargerClone::Refuse => {
+            return Err(fail_with(
+                format!("the profile says larger {what}s are refused"),
+                "OUT_OF_RANGE",
+                "OK",
+            ));
+        }
+        Ok(copy) => copy,
+    };
+    at_least(
+        copy.capacity_bytes,
+        larger,
+        "capacity_bytes must honour the larger required_bytes",
+    )?;
+    let (from, digest) = (seeded.size, seeded.digest);
+    check_grown(ctx, &copy, access, from, larger, digest, false).await
+}
+
+/// A larger copy refused: fine with OUT_OF_RANGE unless the profile says the driver grows.
+fn refused(status: &tonic::Status, policy: LargerClone, what: &str) -> CaseResult {
+    if status.code() == Code::OutOfRange && policy != LargerClone::Grow {
+        return Ok(());
+    }
+    let or_refused = if policy == LargerClone::Grow {
+        ""
+    } else {
+        ", or OUT_OF_RANGE"
+    };
+    Err(fail_with(
+        format!("a larger {what} must be created or refused with OUT_OF_RANGE"),
+        format!("{policy:?}: OK with a grown volume{or_refused}"),
+        harness::case::describe_status(status),
+    ))
 }
 
 async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
@@ -250,53 +331,7 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
                 clone.capacity_bytes.to_string(),
             )
         }
-        Flow::Larger(access) => {
-            let (source, seeded) = seeded_source(&ctx, SourceKind::Volume, access).await?;
-            let larger = size * 2;
-            let result = ctx.create_from(&source, access, Some((larger, 0))).await;
-            let policy = ctx.profile().clone.larger;
-            match (result, policy) {
-                (Err(status), LargerClone::Refuse | LargerClone::Either)
-                    if status.code() == Code::OutOfRange =>
-                {
-                    Ok(())
-                }
-                (Err(status), _) => Err(fail_with(
-                    "a larger clone must be created or refused with OUT_OF_RANGE",
-                    format!(
-                        "{policy:?}: OK with a grown volume{}",
-                        if policy == LargerClone::Grow {
-                            ""
-                        } else {
-                            ", or OUT_OF_RANGE"
-                        }
-                    ),
-                    harness::case::describe_status(&status),
-                )),
-                (Ok(_), LargerClone::Refuse) => Err(fail_with(
-                    "the profile says larger clones are refused",
-                    "OUT_OF_RANGE",
-                    "OK",
-                )),
-                (Ok(clone), _) => {
-                    at_least(
-                        clone.capacity_bytes,
-                        larger,
-                        "capacity_bytes must honour the larger required_bytes",
-                    )?;
-                    check_grown(
-                        &ctx,
-                        &clone,
-                        access,
-                        seeded.size,
-                        larger,
-                        seeded.digest,
-                        false,
-                    )
-                    .await
-                }
-            }
-        }
+        Flow::Larger(kind, access) => larger(&ctx, kind, access).await,
         Flow::Smaller(kind) => smaller_copy(&ctx, kind, access).await,
         Flow::NoCapacityRange => {
             let (source, size) = empty_source(&ctx, SourceKind::Volume, access).await?;

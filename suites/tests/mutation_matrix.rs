@@ -2,8 +2,9 @@
 //! and once per legal variant, and checks that (a) every fault makes at least one case fail,
 //! (b) every case fails under at least one fault other than the catch-all `clone-unimplemented`
 //! (no false pass), (c) with no fault, and (d) with each legal variant, everything passes (no
-//! false failure). Prints the matrix and writes it to `target/tmp/mutation-matrix.md`, never
-//! into the source tree. Part of `cargo test --workspace`; `cargo test -p suites --test
+//! false failure), (e) no fault makes a harness error (what a broken driver does is a
+//! conformance failure). Prints the matrix and writes it to `target/tmp/mutation-matrix.md`,
+//! never into the source tree. Part of `cargo test --workspace`; `cargo test -p suites --test
 //! mutation_matrix` runs it alone.
 
 mod common;
@@ -263,6 +264,14 @@ fn judge(results: &BTreeMap<(Mode, Setup), Outcomes>) -> Verdict {
             }
             Mode::Fault(_) => {
                 let fault = mode_name(*mode);
+                // (e) a fault is the driver's: failures, never an incomplete verdict.
+                if !outcomes.errored.is_empty() {
+                    let ids: Vec<&str> = outcomes.errored.iter().map(String::as_str).collect();
+                    v.problems.push(format!(
+                        "fault {fault} ({setup:?}) made harness errors, not failures: {}",
+                        ids.join(", ")
+                    ));
+                }
                 for id in &outcomes.failed {
                     v.killers
                         .entry(id.clone())

@@ -101,18 +101,88 @@ pub fn seed_blocks(
 /// SHA-256 of the first `len` bytes of a device or file, read 1 MiB at a time.
 pub fn device_digest(path: &Path, len: u64) -> Result<Digest, DataError> {
     let f = File::open(path).ctx("open", path)?;
-    hash_prefix(f, len).map_err(|e| match e {
-        PrefixError::Short(actual) => DataError::TooShort {
-            path: path.to_path_buf(),
-            expected: len,
-            actual,
-        },
-        PrefixError::Io(source) => DataError::Io {
-            op: "read",
-            path: path.to_path_buf(),
-            source,
-        },
+    hash_prefix(f, len).map_err(|e| e.at(path, len))
+}
+
+/// What a whole device reads as: see `read_whole_device`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WholeDevice {
+    /// SHA-256 of the first `prefix` bytes.
+    pub digest: Digest,
+    /// The device's length, as seeking to its end reports it.
+    pub len: u64,
+    /// The first byte after the prefix that is not zero; reading stops there.
+    pub first_nonzero: Option<u64>,
+}
+
+/// Reads a device or file to its end, 1 MiB at a time and never more in memory: the digest of
+/// its first `prefix` bytes, then the offset of the first non-zero byte after them, if any.
+/// A device that ends before its own length, or before `prefix`, is `TooShort`.
+pub fn read_whole_device(path: &Path, prefix: u64) -> Result<WholeDevice, DataError> {
+    let mut f = File::open(path).ctx("open", path)?;
+    let len = f.seek(SeekFrom::End(0)).ctx("seek to end of", path)?;
+    f.seek(SeekFrom::Start(0)).ctx("seek to start of", path)?;
+    if len < prefix {
+        return Err(PrefixError::Short(len).at(path, prefix));
+    }
+    let digest = hash_prefix(&mut f, prefix).map_err(|e| e.at(path, prefix))?;
+    let first_nonzero = scan_zeros(&mut f, prefix, len).map_err(|e| e.at(path, len))?;
+    Ok(WholeDevice {
+        digest,
+        len,
+        first_nonzero,
     })
+}
+
+/// Reads `input` from offset `from` (where it stands) to `to`: the first non-zero byte's offset.
+fn scan_zeros<R: Read>(input: &mut R, from: u64, to: u64) -> Result<Option<u64>, PrefixError> {
+    let mut buf = vec![0u8; CHUNK.min((to - from) as usize)];
+    let mut pos = from;
+    while pos < to {
+        let want = (to - pos).min(CHUNK as u64) as usize;
+        match input.read(&mut buf[..want]) {
+            Ok(0) => return Err(PrefixError::Short(pos)),
+            Ok(n) => {
+                if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
+                    return Ok(Some(pos + i as u64));
+                }
+                pos += n as u64;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(PrefixError::Io(pos, e)),
+        }
+    }
+    Ok(None)
+}
+
+/// Overwrites with zeros every 1 MiB chunk after byte `from` that is not all zeros, then
+/// fsyncs; returns the bytes rewritten. A seeded block source gets this so that all its bytes
+/// are defined (a driver may hand out a new volume larger than asked, and unzeroed): a copy
+/// must then read as the seeded bytes followed by zeros, whatever the driver's rounding.
+pub fn zero_tail(path: &Path, from: u64) -> Result<u64, DataError> {
+    let len = device_len(path)?;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .ctx("open", path)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut rewritten = 0;
+    let mut pos = from;
+    while pos < len {
+        let n = (len - pos).min(CHUNK as u64) as usize;
+        f.read_exact_at(&mut buf[..n], pos).ctx("read", path)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            buf[..n].fill(0);
+            f.write_all_at(&buf[..n], pos).ctx("write", path)?;
+            rewritten += n as u64;
+        }
+        pos += n as u64;
+    }
+    if rewritten > 0 {
+        f.sync_all().ctx("fsync", path)?;
+    }
+    Ok(rewritten)
 }
 
 /// SHA-256 of exactly the first `len` bytes of a stream (e.g. `dd if=<device>` run where the
@@ -125,14 +195,34 @@ pub fn digest_stream<R: Read>(input: R, len: u64, what: &str) -> Result<Digest, 
             expected: len,
             actual,
         },
-        PrefixError::Io(source) => DataError::stream("read", what, source),
+        PrefixError::Io(_, source) => DataError::stream("read", what, source),
     })
 }
 
 enum PrefixError {
     /// The input ended after this many bytes.
     Short(u64),
-    Io(io::Error),
+    /// Reading at this offset failed.
+    Io(u64, io::Error),
+}
+
+impl PrefixError {
+    /// The error for `path`, which should have been at least `expected` bytes long.
+    fn at(self, path: &Path, expected: u64) -> DataError {
+        match self {
+            PrefixError::Short(actual) => DataError::TooShort {
+                path: path.to_path_buf(),
+                expected,
+                actual,
+            },
+            PrefixError::Io(offset, source) => DataError::IoAt {
+                op: "read",
+                path: path.to_path_buf(),
+                offset,
+                source,
+            },
+        }
+    }
 }
 
 /// The one implementation behind `device_digest` and `digest_stream`.
@@ -149,7 +239,7 @@ fn hash_prefix<R: Read>(mut input: R, len: u64) -> Result<Digest, PrefixError> {
                 left -= n as u64;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(PrefixError::Io(e)),
+            Err(e) => return Err(PrefixError::Io(len - left, e)),
         }
     }
     Ok(Digest(h.finalize().into()))
@@ -349,5 +439,58 @@ mod tests {
             msg.contains("dd of the clone") && msg.contains("101"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn whole_device_digests_the_prefix_and_finds_the_first_nonzero_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = sparse_file(&dir, "whole");
+        let prefix = LEN / 4;
+        seed_blocks(&p, 3, prefix, 8).unwrap();
+        let clean = read_whole_device(&p, prefix).unwrap();
+        assert_eq!(clean.digest, device_digest(&p, prefix).unwrap());
+        assert_eq!((clean.len, clean.first_nonzero), (LEN, None));
+        // One stale byte near the end, past several chunks of zeros.
+        let stale = LEN - 3 * CHUNK as u64 + 17;
+        File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .write_all_at(&[0x5a], stale)
+            .unwrap();
+        let dirty = read_whole_device(&p, prefix).unwrap();
+        assert_eq!(dirty.first_nonzero, Some(stale));
+        assert_eq!(dirty.digest, clean.digest);
+        let err = read_whole_device(&p, LEN + 1).unwrap_err();
+        assert!(
+            matches!(err, DataError::TooShort { actual: LEN, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_tail_clears_only_what_follows_and_only_dirty_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = sparse_file(&dir, "tail");
+        let from = LEN / 2;
+        seed_blocks(&p, 4, from, 4).unwrap();
+        let before = device_digest(&p, from).unwrap();
+        let f = File::options().write(true).open(&p).unwrap();
+        f.write_all_at(&[1; 10], from + 5).unwrap();
+        f.write_all_at(&[2], LEN - 1).unwrap();
+        assert_eq!(zero_tail(&p, from).unwrap(), 2 * CHUNK as u64);
+        let after = read_whole_device(&p, from).unwrap();
+        assert_eq!((after.digest, after.first_nonzero), (before, None));
+        assert_eq!(zero_tail(&p, from).unwrap(), 0);
+        assert_eq!(device_len(&p).unwrap(), LEN, "file was grown");
+    }
+
+    #[test]
+    fn a_read_error_names_its_offset_and_errno() {
+        // The kernel answers EIO for a read of unmapped memory: a real I/O error, no root needed.
+        let err = device_digest(Path::new("/proc/self/mem"), 4096).unwrap_err();
+        assert!(matches!(err, DataError::IoAt { offset: 0, .. }), "{err}");
+        assert_eq!(err.errno(), Some(rustix::io::Errno::IO.raw_os_error()));
+        assert!(err.to_string().contains("at byte 0"), "{err}");
     }
 }

@@ -26,8 +26,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use blocks::{
-    SeededBlock, block_marker, block_plan, device_digest, device_len, digest_stream, seed_blocks,
-    write_block_marker,
+    SeededBlock, WholeDevice, block_marker, block_plan, device_digest, device_len, digest_stream,
+    read_whole_device, seed_blocks, write_block_marker, zero_tail,
 };
 pub use entries::Level;
 pub use seed_fs::{TreeManifest, seed_tree, write_marker};
@@ -65,6 +65,15 @@ pub enum DataError {
     Io {
         op: &'static str,
         path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Reading a device or file failed at a known byte offset.
+    #[error("{op} {} at byte {offset}", path.display())]
+    IoAt {
+        op: &'static str,
+        path: PathBuf,
+        offset: u64,
         #[source]
         source: io::Error,
     },
@@ -123,6 +132,14 @@ impl<T, E: Into<io::Error>> IoContext<T> for Result<T, E> {
 }
 
 impl DataError {
+    /// The OS error number behind an I/O error, if there is one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            DataError::Io { source, .. } | DataError::IoAt { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn stream(op: &'static str, what: impl Into<String>, source: io::Error) -> Self {
         DataError::StreamIo {
             op,

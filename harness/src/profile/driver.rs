@@ -98,7 +98,8 @@ impl Default for Sizes {
     }
 }
 
-/// A clone requested larger than its source: the spec allows `OUT_OF_RANGE` or growing.
+/// A clone or restore requested larger than its source: the spec allows `OUT_OF_RANGE` or
+/// growing, and a driver makes the same choice for both.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LargerClone {

@@ -95,8 +95,12 @@ fn finish(plan: &Plan, origin: &Origin) -> DriverResult<u64> {
             })?;
         return Ok(size);
     }
-    if size > origin.size_bytes && !plan.fault(Fault::LargerCloneNotGrown) {
+    if size > origin.size_bytes && !not_grown(plan, origin) {
         storage::image::grow_file(image, size)?;
+        // Only a raw device shows its grown tail: under a filesystem it is free space.
+        if plan.fault(Fault::LargerCloneGarbageTail) && fs_type.is_none() {
+            faults::dirty_tail(image, origin.size_bytes)?;
+        }
         // ext4 grows offline now, so the copy is delivered full size; xfs can only grow
         // mounted and does so at NodeStageVolume.
         if fs_type == Some(FsType::Ext4) {
@@ -104,11 +108,17 @@ fn finish(plan: &Plan, origin: &Origin) -> DriverResult<u64> {
             return Ok(size);
         }
     }
-    if plan.fault(Fault::LargerCloneNotGrown) {
+    if not_grown(plan, origin) {
         // Claims its filesystem is full size, so nothing grows it later either.
         return Ok(size);
     }
     Ok(origin.fs_size_bytes)
+}
+
+/// The faults that leave a larger copy at its source's size.
+fn not_grown(plan: &Plan, origin: &Origin) -> bool {
+    plan.fault(Fault::LargerCloneNotGrown)
+        || plan.fault(Fault::RestoreNotGrown) && matches!(origin.source, Source::Snapshot(_))
 }
 
 fn make_empty(image: &Path, size: u64, fs_type: Option<FsType>) -> DriverResult<u64> {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the full conformance harness against csi-driver-host-path's hostpathplugin (pinned in
-# ci/install-hostpath.sh) and compares the outcome with fixtures/expectations/hostpath.txt.
+# Runs the full conformance harness against csi-driver-host-path's hostpathplugin, built by
+# whoever runs the lane outside this repository (HOSTPATH_BIN; this project neither vendors nor
+# builds third-party drivers), and compares the outcome with an expectations file.
 # The lane fails on any difference, on a harness exit code other than 0/101, or when the
 # driver cannot be started; the harness's own 101 (some cases fail) is expected here.
 # Needs root (hostpath's block volumes use loop devices; the harness mounts and reads them).
@@ -8,16 +9,15 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
-PEERS_BIN="${PEERS_BIN:-$HOME/.cache/csi-clone-conformance/bin}"
+
 OUT="${HOSTPATH_OUT:-$repo/target/csi-clone/hostpath}"
 EXPECTATIONS="${HOSTPATH_EXPECTATIONS:-$repo/fixtures/expectations/hostpath.txt}"
 PROFILE="$repo/fixtures/drivers/hostpath.yaml"
 HARNESS="$repo/target/debug/csi-clone-conformance"
 
-# HOSTPATH_BIN names an already built hostpathplugin; otherwise the pinned one is installed.
-if [[ -z "${HOSTPATH_BIN:-}" ]]; then
-    PEERS_BIN="$PEERS_BIN" bash "$here/install-hostpath.sh"
-    HOSTPATH_BIN="$PEERS_BIN/hostpathplugin"
+if [[ ! -x "${HOSTPATH_BIN:-}" ]]; then
+    echo "hostpath lane: set HOSTPATH_BIN to a hostpathplugin binary you built (docs/hostpath-findings.md)" >&2
+    exit 2
 fi
 (cd "$repo" && cargo build -q -p suites)
 

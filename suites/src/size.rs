@@ -191,20 +191,23 @@ async fn check_grown(
     let attached = ctx.attach(volume, access).await?;
     let target = attached.target.clone();
     let result = async {
+        if grow {
+            // spec: node_expansion_required — "When true the CO MUST make NodeExpandVolume RPC
+            // call on the node", for block volumes as for mounted ones.
+            expect_ok(
+                ctx.node_expand_volume(
+                    &volume.volume_id,
+                    &attached.target,
+                    &attached.staging,
+                    size,
+                    access,
+                )
+                .await,
+                "NodeExpandVolume after ControllerExpandVolume answered node_expansion_required",
+            )?;
+        }
         match access {
             Access::Mount => {
-                if grow {
-                    // The driver may need NodeExpandVolume after a controller expansion.
-                    let _ = ctx
-                        .node_expand_volume(
-                            &volume.volume_id,
-                            &attached.target,
-                            &attached.staging,
-                            size,
-                            access,
-                        )
-                        .await;
-                }
                 let total = volume_io("statvfs", move || data::fs_total_bytes(&target)).await?;
                 // A filesystem never shows its whole device; more than the source image is the point.
                 ensure(
@@ -410,7 +413,8 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
                 seeded.size,
                 larger,
                 seeded.digest,
-                true,
+                // A new volume: the plugin grows it by NodePublish, no node expansion is due.
+                false,
             )
             .await
         }

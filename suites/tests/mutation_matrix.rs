@@ -50,6 +50,15 @@ enum Mode {
 /// nothing about the case's own rule.
 const CATCH_ALL: Fault = Fault::CloneUnimplemented;
 
+/// Faults whose effect depends on timing (a race, a late copy, writers catching a copy): a
+/// case they alone kill could pass a broken driver on an unlucky run, so each case must also
+/// fall to a deterministic fault.
+const TIMING_BASED: [Fault; 3] = [
+    Fault::CloneReturnsBeforeDurable,
+    Fault::CloneWithoutFreeze,
+    Fault::ConcurrentCreatesRace,
+];
+
 /// Which set-ups each run uses: everything in the default one; the clean run and faults about
 /// the clone capability also in the no-clone one.
 fn setups(mode: Mode) -> Vec<Setup> {
@@ -293,12 +302,19 @@ fn judge(results: &BTreeMap<(Mode, Setup), Outcomes>) -> Verdict {
         }
     }
     let catch_all = value_name(&CATCH_ALL);
+    let timing: Vec<String> = TIMING_BASED.iter().map(value_name).collect();
     for id in &v.all_cases {
         match v.killers.get(id) {
             None => v.problems.push(format!("case {id} failed under no fault")),
             Some(k) if k.iter().all(|f| *f == catch_all) => v.problems.push(format!(
                 "case {id} fails only under the catch-all {catch_all}: no fault breaks its own rule"
             )),
+            Some(k) if k.iter().all(|f| timing.contains(f) || *f == catch_all) => {
+                v.problems.push(format!(
+                    "case {id} fails only under timing-based faults ({}): its detection is luck",
+                    k.iter().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            }
             Some(_) => {}
         }
     }
@@ -324,7 +340,9 @@ fn render(v: &Verdict, wall: f64) -> String {
     out.push_str("fault must fail some case) and once per legal `--variant` (no false failure: every case must\n");
     out.push_str("pass), plus a clean run, in the default set-up and, for the clone-capability faults, with\n");
     out.push_str("`CLONE_VOLUME` switched off. A case killed only by the catch-all `clone-unimplemented` is a\n");
-    out.push_str("problem: no fault of its own rule proves it.\n\n");
+    out.push_str("problem: no fault of its own rule proves it; so is one killed only by timing-based faults\n");
+    out.push_str("(`clone-returns-before-durable`, `clone-without-freeze`, `concurrent-creates-race`): one\n");
+    out.push_str("unlucky run would pass a broken driver.\n\n");
     out.push_str(&format!(
         "**{killed_faults} of {} faults killed; {killing_cases} of {} cases killed; {} kills; {} legal variants, {false_failures} false failures; {} problems; wall time {wall:.0} s.**\n\n",
         v.by_fault.len(),

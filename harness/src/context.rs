@@ -119,6 +119,9 @@ struct Inner {
     trace: Mutex<Vec<String>>,
     /// Set by `advise`: the case passes as advisory with this note.
     advisory: Mutex<Option<String>>,
+    /// publish_context of each volume ControllerPublished in this case, for NodeStage and
+    /// NodePublish (spec: the CO passes it on).
+    publish_contexts: Mutex<HashMap<String, HashMap<String, String>>>,
 }
 
 impl CaseCtx {
@@ -147,6 +150,7 @@ impl CaseCtx {
                 names: AtomicUsize::new(0),
                 trace: Mutex::new(Vec::new()),
                 advisory: Mutex::new(None),
+                publish_contexts: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -171,6 +175,19 @@ impl CaseCtx {
     }
 
     /// The CSI clients; cases that need them are only planned on targets that have them.
+    /// The publish_context ControllerPublishVolume gave `volume_id` (empty if none).
+    pub(crate) fn publish_context(&self, volume_id: &str) -> HashMap<String, String> {
+        let contexts = self.inner.publish_contexts.lock();
+        let contexts = contexts.unwrap_or_else(|p| p.into_inner());
+        contexts.get(volume_id).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn set_publish_context(&self, volume_id: &str, context: HashMap<String, String>) {
+        let contexts = self.inner.publish_contexts.lock();
+        let mut contexts = contexts.unwrap_or_else(|p| p.into_inner());
+        contexts.insert(volume_id.to_string(), context);
+    }
+
     /// Whether the target has a CSI endpoint (not so on a cluster).
     pub fn has_csi(&self) -> bool {
         self.inner.handles.csi.is_some()

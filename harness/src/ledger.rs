@@ -32,6 +32,11 @@ pub enum Resource {
         volume_id: String,
         target_path: PathBuf,
     },
+    /// ControllerPublished to a node; removed by ControllerUnpublishVolume.
+    Attached {
+        volume_id: String,
+        node_id: String,
+    },
     /// A Kubernetes object (namespace, claim, pod, class, snapshot).
     Kube(KubeRef),
 }
@@ -41,6 +46,12 @@ impl std::fmt::Display for Resource {
         match self {
             Resource::Volume { id } => write!(f, "volume {id}"),
             Resource::Snapshot { id } => write!(f, "snapshot {id}"),
+            Resource::Attached { volume_id, node_id } => {
+                write!(
+                    f,
+                    "volume {volume_id} ControllerPublished to node {node_id}"
+                )
+            }
             Resource::Staged {
                 volume_id,
                 staging_path,
@@ -313,6 +324,17 @@ impl Ledger {
                 }
                 result
             }
+            Resource::Attached { volume_id, node_id } => handles
+                .controller
+                .controller
+                .clone()
+                .controller_unpublish_volume(csi::ControllerUnpublishVolumeRequest {
+                    volume_id: volume_id.clone(),
+                    node_id: node_id.clone(),
+                    secrets: self.secrets.for_call(SecretCall::ControllerUnpublishVolume),
+                })
+                .await
+                .map(drop),
             Resource::Snapshot { id } => handles
                 .controller
                 .controller

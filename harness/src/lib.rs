@@ -2,6 +2,7 @@
 //! cases and the runner that emits events to the report writers. It knows no specific case
 //! (those live in `suites`) and never depends on the driver it tests.
 
+pub mod attach;
 pub mod case;
 pub mod context;
 pub mod data;

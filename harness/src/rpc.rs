@@ -429,7 +429,7 @@ impl CaseCtx {
             .map_err(|e| Status::internal(format!("harness: create staging dir: {e}")))?;
         let request = csi::NodeStageVolumeRequest {
             volume_id: volume.volume_id.clone(),
-            publish_context: Default::default(),
+            publish_context: self.publish_context(&volume.volume_id),
             staging_target_path: staging.display().to_string(),
             volume_capability: Some(self.capability(access)),
             secrets: self.secrets_for(SecretCall::NodeStageVolume),
@@ -470,7 +470,7 @@ impl CaseCtx {
         let target = parent.join("target");
         let request = csi::NodePublishVolumeRequest {
             volume_id: volume.volume_id.clone(),
-            publish_context: Default::default(),
+            publish_context: self.publish_context(&volume.volume_id),
             staging_target_path: staging.display().to_string(),
             target_path: target.display().to_string(),
             volume_capability: Some(self.capability(access)),

@@ -22,6 +22,8 @@ pub struct Attached {
     pub target: PathBuf,
     /// capacity_bytes the driver reported for the volume (0: unknown).
     pub capacity: i64,
+    /// The node it was ControllerPublished to, if the driver needs that.
+    pub node_id: Option<String>,
 }
 
 /// A volume holding a seeded dataset, and the digest of what it holds.
@@ -114,15 +116,39 @@ impl CaseCtx {
             .await
     }
 
-    /// NodeStageVolume (when the node has STAGE_UNSTAGE_VOLUME) and NodePublishVolume. A node
-    /// without it is published directly, with an empty staging_target_path, as the spec says.
+    /// Read-write [`CaseCtx::attach_as`].
     pub async fn attach(&self, volume: &csi::Volume, access: Access) -> CaseResult<Attached> {
+        self.attach_as(volume, access, false).await
+    }
+
+    /// What a CO does before a workload uses a volume: ControllerPublishVolume to the node
+    /// NodeGetInfo names (when the profile says the driver has PUBLISH_UNPUBLISH_VOLUME),
+    /// NodeStageVolume (when the node has STAGE_UNSTAGE_VOLUME; without it the volume is
+    /// published directly, with an empty staging_target_path) and NodePublishVolume.
+    pub async fn attach_as(
+        &self,
+        volume: &csi::Volume,
+        access: Access,
+        readonly: bool,
+    ) -> CaseResult<Attached> {
+        let node_id = match self.profile().capabilities.controller_publish {
+            true => {
+                let node = expect_ok(self.node_id().await, "NodeGetInfo")?;
+                expect_ok(
+                    self.controller_publish(volume, access, &node, readonly)
+                        .await,
+                    "ControllerPublishVolume",
+                )?;
+                Some(node)
+            }
+            false => None,
+        };
         let staging = match self.profile().capabilities.stage_unstage {
             true => expect_ok(self.stage(volume, access).await, "NodeStageVolume")?,
             false => PathBuf::new(),
         };
         let target = expect_ok(
-            self.publish(volume, access, &staging, false).await,
+            self.publish(volume, access, &staging, readonly).await,
             "NodePublishVolume",
         )?;
         Ok(Attached {
@@ -131,21 +157,29 @@ impl CaseCtx {
             staging,
             target,
             capacity: volume.capacity_bytes,
+            node_id,
         })
     }
 
+    /// The inverse of `attach_as`, in reverse order.
     pub async fn detach(&self, attached: &Attached) -> CaseResult {
         expect_ok(
             self.unpublish(&attached.volume_id, &attached.target).await,
             "NodeUnpublishVolume",
         )?;
-        if attached.staging.as_os_str().is_empty() {
-            return Ok(());
+        if !attached.staging.as_os_str().is_empty() {
+            expect_ok(
+                self.unstage(&attached.volume_id, &attached.staging).await,
+                "NodeUnstageVolume",
+            )?;
         }
-        expect_ok(
-            self.unstage(&attached.volume_id, &attached.staging).await,
-            "NodeUnstageVolume",
-        )
+        match &attached.node_id {
+            Some(node) => expect_ok(
+                self.controller_unpublish(&attached.volume_id, node).await,
+                "ControllerUnpublishVolume",
+            ),
+            None => Ok(()),
+        }
     }
 
     /// Writes dataset number `n` into an attached volume and returns the digest of its content.

@@ -110,6 +110,9 @@ impl DriverConfig {
             (Feature::GetVolume, ControllerRpc::GetVolume),
             (Feature::GetSnapshot, ControllerRpc::GetSnapshot),
         ];
+        if self.variant(Variant::PublishRequired) {
+            caps.push(ControllerRpc::PublishUnpublishVolume);
+        }
         caps.extend(
             optional
                 .into_iter()

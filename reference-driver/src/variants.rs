@@ -19,6 +19,9 @@ pub enum Variant {
     /// A CreateVolume whose name or source already has a request in flight answers ABORTED
     /// ("operation pending") at once instead of queuing; the caller retries with back-off.
     AbortWhenBusy,
+    /// PUBLISH_UNPUBLISH_VOLUME is advertised and enforced: NodeStageVolume needs the
+    /// publish_context ControllerPublishVolume gave for this node, as attach-based drivers do.
+    PublishRequired,
     /// A snapshot is cut before CreateSnapshot answers but reports ready_to_use = false for
     /// its first second (post-processing, e.g. an upload); it cannot be restored until ready.
     AsyncSnapshots,
@@ -46,6 +49,33 @@ impl PostProcessing {
         let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
         until.retain(|_, ready_at| *ready_at > Instant::now());
         !until.contains_key(id)
+    }
+}
+
+/// The key a `PublishRequired` publish_context carries, naming the node attached to.
+pub const ATTACHED_TO: &str = "reference.csi-clone-conformance.dev/attached-to";
+
+/// Volumes ControllerPublished to this node (`PublishRequired`). In memory: after a restart
+/// the CO publishes again, as it does after a node restart.
+#[derive(Default)]
+pub struct Attachments {
+    volumes: Mutex<BTreeSet<String>>,
+}
+
+impl Attachments {
+    pub fn attach(&self, volume_id: &str) {
+        let mut volumes = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
+        volumes.insert(volume_id.to_string());
+    }
+
+    pub fn detach(&self, volume_id: &str) {
+        let mut volumes = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
+        volumes.remove(volume_id);
+    }
+
+    pub fn is_attached(&self, volume_id: &str) -> bool {
+        let volumes = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
+        volumes.contains(volume_id)
     }
 }
 

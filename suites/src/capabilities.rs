@@ -37,7 +37,7 @@ const ROWS: &[Row<Flow>] = &[
     ),
     row(
         "controller::advertised_capabilities_match_profile",
-        "spec: ControllerGetCapabilities; profile capabilities.{clone, snapshot, expansion, list_volumes, get_volume}",
+        "spec: ControllerGetCapabilities; profile capabilities.{clone, snapshot, expansion, list_volumes, get_volume, controller_publish}",
         &[],
         Flow::ControllerCapabilities,
     ),
@@ -154,6 +154,11 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
                 "GET_VOLUME",
                 declared.get_volume,
                 caps.contains(&Ctl::GetVolume),
+            )?;
+            compare(
+                "PUBLISH_UNPUBLISH_VOLUME",
+                declared.controller_publish,
+                caps.contains(&Ctl::PublishUnpublishVolume),
             )
         }
         Flow::NodeCapabilities => {

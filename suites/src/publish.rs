@@ -1,8 +1,6 @@
 //! A clone on the node: published read-only it refuses writes, and it can be published while
 //! its source stays published, each holding its own data.
 
-use std::path::PathBuf;
-
 use harness::case::{
     CaseResult, Requirement as R, Row, Suite, ensure_eq, expect_ok, fail_with, row,
 };
@@ -46,7 +44,7 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
     )?;
     match row.flow {
         Flow::ReadOnly => {
-            let attached = attach_readonly(&ctx, &clone).await?;
+            let attached = ctx.attach_as(&clone, access, true).await?;
             let result = refuses_writes(&ctx, &attached).await;
             ctx.detach(&attached).await?;
             result
@@ -73,26 +71,6 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
             result
         }
     }
-}
-
-/// Stages (when the node stages) and publishes `volume` with readonly = true.
-async fn attach_readonly(ctx: &CaseCtx, volume: &csi_proto::v1::Volume) -> CaseResult<Attached> {
-    let access = Access::Mount;
-    let staging = match ctx.profile().capabilities.stage_unstage {
-        true => expect_ok(ctx.stage(volume, access).await, "NodeStageVolume")?,
-        false => PathBuf::new(),
-    };
-    let target = expect_ok(
-        ctx.publish(volume, access, &staging, true).await,
-        "NodePublishVolume with readonly",
-    )?;
-    Ok(Attached {
-        volume_id: volume.volume_id.clone(),
-        access,
-        staging,
-        target,
-        capacity: volume.capacity_bytes,
-    })
 }
 
 /// Creating a file in the published directory must fail with EROFS (or EACCES).

@@ -118,10 +118,11 @@ fn run_once(mode: Mode, setup: Setup, work: &std::path::Path) -> Outcomes {
         }
     });
     let mut profile = DriverProfile::reference();
-    if let Mode::Variant(_) = mode {
+    if let Mode::Variant(variant) = mode {
         // The reference profile pins the default answers; a variant's profile says "either",
         // as a vendor's would for a driver that gives the other answer.
         profile.clone = ClonePolicy::default();
+        profile.capabilities.controller_publish = variant == Variant::PublishRequired;
     }
     profile.capabilities.clone = setup != Setup::NoClone;
     profile.timeouts.rpc_secs = 20;

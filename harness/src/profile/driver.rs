@@ -69,6 +69,9 @@ pub struct Capabilities {
     pub block: bool,
     pub mount: bool,
     pub stage_unstage: bool,
+    /// Controller `PUBLISH_UNPUBLISH_VOLUME`: every data step ControllerPublishes to the node
+    /// NodeGetInfo names and passes the publish_context on.
+    pub controller_publish: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

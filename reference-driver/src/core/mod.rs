@@ -17,7 +17,7 @@ use crate::error::{DriverError, DriverResult};
 use crate::locks::KeyedLocks;
 use crate::state::{AccessType, Source, Staging, StateStore, is_driver_id};
 use crate::storage::{self, FsType, freeze};
-use crate::variants::{InFlight, PostProcessing, Variant};
+use crate::variants::{Attachments, InFlight, PostProcessing, Variant};
 
 /// Sizes are kept in whole filesystem blocks so loop devices and mkfs see exactly what we report.
 pub const SIZE_ALIGNMENT: u64 = 4096;
@@ -33,6 +33,8 @@ pub struct Driver {
     post_processing: PostProcessing,
     /// `AbortWhenBusy`: names and sources with a CreateVolume in flight.
     in_flight: InFlight,
+    /// `PublishRequired`: volumes ControllerPublished to this node.
+    pub attachments: Attachments,
 }
 
 /// What a new volume is populated from, resolved while the source is held shared.
@@ -64,6 +66,7 @@ impl Driver {
             units: node::NodeUnits::default(),
             post_processing: PostProcessing::default(),
             in_flight: InFlight::default(),
+            attachments: Attachments::default(),
         })
     }
 

@@ -11,6 +11,7 @@ use crate::core::{CreateVolume, Driver};
 use crate::error::{DriverError, DriverResult};
 use crate::faults::Fault;
 use crate::state::Source;
+use crate::variants::{ATTACHED_TO, Variant};
 
 pub struct ControllerService {
     pub driver: Arc<Driver>,
@@ -240,20 +241,42 @@ impl Controller for ControllerService {
 
     async fn controller_publish_volume(
         &self,
-        _: Request<csi::ControllerPublishVolumeRequest>,
+        r: Request<csi::ControllerPublishVolumeRequest>,
     ) -> Reply<csi::ControllerPublishVolumeResponse> {
-        Err(Status::unimplemented(
-            "ControllerPublishVolume: PUBLISH_UNPUBLISH_VOLUME is not advertised",
-        ))
+        let r = r.into_inner();
+        reply((|| {
+            self.require_publish("ControllerPublishVolume")?;
+            let volume = self
+                .driver
+                .volume(required_str(&r.volume_id, "volume_id")?)?;
+            let node = required_str(&r.node_id, "node_id")?;
+            convert::single_capability(r.volume_capability.as_ref(), "volume_capability")?;
+            if node != self.driver.config.node_id {
+                return Err(DriverError::NotFound {
+                    kind: "node",
+                    id: node.to_string(),
+                });
+            }
+            self.driver.attachments.attach(&volume.id);
+            let context = [(ATTACHED_TO.to_string(), node.to_string())];
+            Ok(csi::ControllerPublishVolumeResponse {
+                publish_context: context.into_iter().collect(),
+            })
+        })())
     }
 
     async fn controller_unpublish_volume(
         &self,
-        _: Request<csi::ControllerUnpublishVolumeRequest>,
+        r: Request<csi::ControllerUnpublishVolumeRequest>,
     ) -> Reply<csi::ControllerUnpublishVolumeResponse> {
-        Err(Status::unimplemented(
-            "ControllerUnpublishVolume: PUBLISH_UNPUBLISH_VOLUME is not advertised",
-        ))
+        let r = r.into_inner();
+        reply((|| {
+            self.require_publish("ControllerUnpublishVolume")?;
+            let id = required_str(&r.volume_id, "volume_id")?;
+            // Idempotent: an unknown or detached volume is detached.
+            self.driver.attachments.detach(id);
+            Ok(csi::ControllerUnpublishVolumeResponse {})
+        })())
     }
 
     async fn validate_volume_capabilities(
@@ -425,5 +448,17 @@ impl Controller for ControllerService {
         Err(Status::unimplemented(
             "ControllerModifyVolume: MODIFY_VOLUME is not advertised",
         ))
+    }
+}
+
+impl ControllerService {
+    /// ControllerPublish/Unpublish exist only with the `publish-required` variant.
+    fn require_publish(&self, rpc: &str) -> DriverResult<()> {
+        match self.driver.config.variant(Variant::PublishRequired) {
+            true => Ok(()),
+            false => Err(DriverError::Unimplemented(format!(
+                "{rpc}: PUBLISH_UNPUBLISH_VOLUME is not advertised"
+            ))),
+        }
     }
 }

@@ -9,6 +9,7 @@ use super::convert::{self, required_path, required_str};
 use crate::config::Feature;
 use crate::core::{Driver, PublishRequest, StageRequest, VolumeStats};
 use crate::error::{DriverError, DriverResult};
+use crate::variants::{ATTACHED_TO, Variant};
 
 pub struct NodeService {
     pub driver: Arc<Driver>,
@@ -43,6 +44,7 @@ impl Node for NodeService {
                 let staging_path = required_path(&r.staging_target_path, "staging_target_path")?;
                 let (access_type, fs_type) =
                     convert::single_capability(r.volume_capability.as_ref(), "volume_capability")?;
+                self.check_attached(&volume_id, &r.publish_context)?;
                 self.driver
                     .stage_volume(StageRequest {
                         volume_id,
@@ -216,5 +218,33 @@ impl Node for NodeService {
             max_volumes_per_node: 0,
             accessible_topology: None,
         }))
+    }
+}
+
+impl NodeService {
+    /// `publish-required`: a volume is staged only after ControllerPublishVolume to this node,
+    /// with the publish_context that call returned (spec: the CO passes it to NodeStage).
+    fn check_attached(
+        &self,
+        volume_id: &str,
+        publish_context: &std::collections::HashMap<String, String>,
+    ) -> DriverResult<()> {
+        let driver = &self.driver;
+        if !driver.config.variant(Variant::PublishRequired) {
+            return Ok(());
+        }
+        if !driver.attachments.is_attached(volume_id) {
+            return Err(DriverError::FailedPrecondition(format!(
+                "volume {volume_id} is not ControllerPublished to node {}",
+                driver.config.node_id
+            )));
+        }
+        match publish_context.get(ATTACHED_TO) {
+            Some(node) if *node == driver.config.node_id => Ok(()),
+            _ => Err(DriverError::invalid(
+                "publish_context",
+                format!("must carry {ATTACHED_TO} from ControllerPublishVolume"),
+            )),
+        }
     }
 }

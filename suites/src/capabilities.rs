@@ -207,10 +207,10 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
             )?;
             let access = default_access(&ctx);
             let volume = ctx.new_volume(access, None).await?;
+            let size = harness::steps::reported_size(volume.capacity_bytes, ctx.volume_size())?;
             let source = SourceRef::Volume(volume.volume_id);
             expect_code(
-                ctx.create_from(&source, access, Some((ctx.volume_size(), 0)))
-                    .await,
+                ctx.create_from(&source, access, Some((size, 0))).await,
                 Code::InvalidArgument,
                 "CreateVolume from a volume without CLONE_VOLUME",
             )

@@ -18,7 +18,7 @@ use harness::case::{
 use harness::context::{Access, CaseCtx, SourceRef};
 use harness::data::{self, DataError, Digest};
 use harness::read_verdict::read_verdict;
-use harness::steps::volume_io;
+use harness::steps::{reported_size, volume_io};
 
 use crate::common::{SourceKind, seeded_source};
 
@@ -109,8 +109,8 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
             )
         }
         Flow::CloneInUse(access) => {
-            let size = ctx.volume_size();
-            let volume = ctx.new_volume(access, Some(size)).await?;
+            let volume = ctx.new_volume(access, None).await?;
+            let size = reported_size(volume.capacity_bytes, ctx.volume_size())?;
             let attached = ctx.attach(&volume, access).await?;
             let written = ctx.write_dataset(&attached, size, 0).await?;
             let source = SourceRef::Volume(volume.volume_id.clone());
@@ -140,8 +140,9 @@ enum Taken {
 }
 
 async fn copy_under_writes(ctx: &CaseCtx, kind: SourceKind) -> CaseResult {
-    let size = ctx.volume_size();
-    let volume = ctx.new_volume(Access::Mount, Some(size)).await?;
+    let volume = ctx.new_volume(Access::Mount, None).await?;
+    // Copies are sized from what the driver made (xfs rounds up to 300 MiB), not the request.
+    let size = reported_size(volume.capacity_bytes, ctx.volume_size())?;
     let attached = ctx.attach(&volume, Access::Mount).await?;
     ctx.write_dataset(&attached, size, 0).await?;
     // Only the dataset is synced before the copy; the churn beside it is in flux.

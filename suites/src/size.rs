@@ -314,7 +314,6 @@ fn refused(status: &tonic::Status, policy: LargerClone, what: &str) -> CaseResul
 
 async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
     let access = crate::common::default_access(&ctx);
-    let size = ctx.volume_size();
     match row.flow {
         Flow::Equal => {
             let (source, size) = empty_source(&ctx, SourceKind::Volume, access).await?;
@@ -359,10 +358,11 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
         Flow::ExpandClone(access) => {
             let (source, seeded) = seeded_source(&ctx, SourceKind::Volume, access).await?;
             let clone = expect_ok(
-                ctx.create_from(&source, access, Some((size, 0))).await,
+                ctx.create_from(&source, access, Some((seeded.size, 0)))
+                    .await,
                 "CreateVolume from a volume",
             )?;
-            let larger = size * 2;
+            let larger = seeded.size * 2;
             let expanded = expect_ok(
                 ctx.expand_volume(&clone.volume_id, larger, access).await,
                 "ControllerExpandVolume of the clone",
@@ -385,7 +385,7 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
         }
         Flow::CloneExpandedSource(access) => {
             let seeded = ctx.seeded_volume(access, 0).await?;
-            let larger = size * 2;
+            let larger = seeded.size * 2;
             let expanded = expect_ok(
                 ctx.expand_volume(&seeded.volume.volume_id, larger, access)
                     .await,

@@ -202,34 +202,7 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
         Flow::DeleteSource(access) => {
             let (source, seeded) = seeded_source(&ctx, SourceKind::Volume, access).await?;
             let clone = copy_of(&ctx, source, &seeded).await?;
-            let policy = ctx.profile().clone.delete_source_with_clones;
-            match (ctx.delete_volume(&seeded.volume.volume_id).await, policy) {
-                (Ok(()), SourceDeletion::Refused) => {
-                    return Err(fail_with(
-                        "the profile says deleting a source with clones is refused",
-                        "FAILED_PRECONDITION",
-                        "OK",
-                    ));
-                }
-                (Ok(()), _) => {}
-                (Err(status), SourceDeletion::Refused | SourceDeletion::Either)
-                    if status.code() == Code::FailedPrecondition =>
-                {
-                    let digest = ctx.digest_of(&seeded.volume, access, seeded.size).await?;
-                    ensure_eq(
-                        &digest,
-                        &seeded.digest,
-                        "a source whose deletion was refused must be unaltered",
-                    )?;
-                }
-                (Err(status), _) => {
-                    return Err(fail_with(
-                        "deleting a source with clones must succeed (or be refused with FAILED_PRECONDITION)",
-                        deletion_answers(policy, "delete_source_with_clones"),
-                        harness::case::describe_status(&status),
-                    ));
-                }
-            }
+            delete_source(&ctx, &seeded, access, Dependents::Clones).await?;
             let digest = ctx.digest_of(&clone, access, seeded.size).await?;
             ensure_eq(
                 &digest,
@@ -253,34 +226,7 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
         }
         Flow::DeleteSnapshotSource(access) => {
             let (snapshot, seeded) = seeded_source(&ctx, SourceKind::Snapshot, access).await?;
-            let policy = ctx.profile().clone.delete_source_with_snapshots;
-            match (ctx.delete_volume(&seeded.volume.volume_id).await, policy) {
-                (Ok(()), SourceDeletion::Refused) => {
-                    return Err(fail_with(
-                        "the profile says deleting a volume with snapshots is refused",
-                        "FAILED_PRECONDITION",
-                        "OK",
-                    ));
-                }
-                (Ok(()), _) => {}
-                (Err(status), SourceDeletion::Refused | SourceDeletion::Either)
-                    if status.code() == Code::FailedPrecondition =>
-                {
-                    let digest = ctx.digest_of(&seeded.volume, access, seeded.size).await?;
-                    ensure_eq(
-                        &digest,
-                        &seeded.digest,
-                        "a volume whose deletion was refused must be left untouched",
-                    )?;
-                }
-                (Err(status), _) => {
-                    return Err(fail_with(
-                        "deleting a volume with snapshots must succeed (or be refused with FAILED_PRECONDITION)",
-                        deletion_answers(policy, "delete_source_with_snapshots"),
-                        harness::case::describe_status(&status),
-                    ));
-                }
-            }
+            delete_source(&ctx, &seeded, access, Dependents::Snapshots).await?;
             let restored = copy_of(&ctx, snapshot, &seeded).await?;
             let digest = ctx.digest_of(&restored, access, seeded.size).await?;
             ensure_eq(
@@ -390,5 +336,58 @@ fn deletion_answers(policy: SourceDeletion, key: &str) -> String {
         SourceDeletion::Allowed => format!("OK (clone.{key}: allowed)"),
         SourceDeletion::Refused => format!("FAILED_PRECONDITION (clone.{key}: refused)"),
         SourceDeletion::Either => "OK or FAILED_PRECONDITION".to_string(),
+    }
+}
+
+/// What a source being deleted still has; the profile's policy for each is its own key.
+#[derive(Clone, Copy)]
+enum Dependents {
+    Clones,
+    Snapshots,
+}
+
+/// DeleteVolume of a seeded source that still has `dependents`: OK, or FAILED_PRECONDITION
+/// with the source left unaltered, as the profile's policy allows.
+async fn delete_source(
+    ctx: &CaseCtx,
+    seeded: &Seeded,
+    access: Access,
+    dependents: Dependents,
+) -> CaseResult {
+    let clone = &ctx.profile().clone;
+    let (policy, key, what) = match dependents {
+        Dependents::Clones => (
+            clone.delete_source_with_clones,
+            "delete_source_with_clones",
+            "a source with clones",
+        ),
+        Dependents::Snapshots => (
+            clone.delete_source_with_snapshots,
+            "delete_source_with_snapshots",
+            "a volume with snapshots",
+        ),
+    };
+    match (ctx.delete_volume(&seeded.volume.volume_id).await, policy) {
+        (Ok(()), SourceDeletion::Refused) => Err(fail_with(
+            format!("the profile says deleting {what} is refused"),
+            "FAILED_PRECONDITION",
+            "OK",
+        )),
+        (Ok(()), _) => Ok(()),
+        (Err(status), SourceDeletion::Refused | SourceDeletion::Either)
+            if status.code() == Code::FailedPrecondition =>
+        {
+            let digest = ctx.digest_of(&seeded.volume, access, seeded.size).await?;
+            ensure_eq(
+                &digest,
+                &seeded.digest,
+                "a volume whose deletion was refused must be left unaltered",
+            )
+        }
+        (Err(status), _) => Err(fail_with(
+            format!("deleting {what} must succeed (or be refused with FAILED_PRECONDITION)"),
+            deletion_answers(policy, key),
+            harness::case::describe_status(&status),
+        )),
     }
 }

@@ -48,6 +48,10 @@ pub struct DriverProfile {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub data_plane: DataPlane,
+    /// The topology keys of NodeGetInfo's segment that CreateVolume requires (e2e
+    /// `TopologyKeys`); empty means every key the node reports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_keys: Vec<String>,
     /// The cluster target's classes and pod image. Filled by `load` and `from_yaml` (a second
     /// pass over the text); deserializing a `DriverProfile` by itself leaves the default.
     #[serde(default, deserialize_with = "kubernetes::skip_in_first_pass")]
@@ -72,6 +76,9 @@ pub struct Capabilities {
     /// Controller `PUBLISH_UNPUBLISH_VOLUME`: every data step ControllerPublishes to the node
     /// NodeGetInfo names and passes the publish_context on.
     pub controller_publish: bool,
+    /// Plugin `VOLUME_ACCESSIBILITY_CONSTRAINTS`: every CreateVolume requires the topology
+    /// NodeGetInfo reports, and every volume must be accessible there.
+    pub topology: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

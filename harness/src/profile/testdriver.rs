@@ -146,6 +146,7 @@ impl Walk<'_> {
             fs_type,
             timeouts,
             data_plane: DataPlane::default(),
+            topology_keys: Vec::new(),
             kubernetes: KubernetesSettings {
                 storage_class: class.source,
                 snapshot_class,

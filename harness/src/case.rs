@@ -32,6 +32,8 @@ pub enum Requirement {
     Mount,
     /// The harness can read and write published paths (profile `data_plane: local`).
     DataPlane,
+    /// Plugin VOLUME_ACCESSIBILITY_CONSTRAINTS.
+    Topology,
 }
 
 impl Requirement {
@@ -70,6 +72,10 @@ impl Requirement {
             Requirement::Mount => (
                 caps.mount,
                 "the profile declares no mount volumes (capabilities.mount)",
+            ),
+            Requirement::Topology => (
+                caps.topology,
+                "the profile declares no topology (capabilities.topology)",
             ),
             Requirement::DataPlane => (
                 profile.data_plane == crate::profile::DataPlane::Local,

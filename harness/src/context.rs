@@ -100,6 +100,14 @@ pub struct RunSettings {
     pub work_dir: PathBuf,
 }
 
+/// A rule broken by a call no step judged (see `CaseCtx::violate`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Violation {
+    pub message: String,
+    pub expected: Option<String>,
+    pub actual: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct CaseCtx {
     inner: Arc<Inner>,
@@ -122,6 +130,11 @@ struct Inner {
     /// publish_context of each volume ControllerPublished in this case, for NodeStage and
     /// NodePublish (spec: the CO passes it on).
     publish_contexts: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// NodeGetInfo's accessible_topology, asked once (see `topology.rs`).
+    node_topology: tokio::sync::OnceCell<Option<std::collections::BTreeMap<String, String>>>,
+    /// Rules every call must keep that no step judged (e.g. topology): a passing case with
+    /// one fails with the first.
+    violations: Mutex<Vec<Violation>>,
 }
 
 impl CaseCtx {
@@ -151,6 +164,8 @@ impl CaseCtx {
                 trace: Mutex::new(Vec::new()),
                 advisory: Mutex::new(None),
                 publish_contexts: Mutex::new(HashMap::new()),
+                node_topology: tokio::sync::OnceCell::new(),
+                violations: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -279,6 +294,32 @@ impl CaseCtx {
             Some(earlier) => format!("{earlier}; {note}"),
             None => note,
         });
+    }
+
+    /// Records a broken rule that no step judges, for the runner to fail the case with.
+    pub(crate) fn violate(&self, failure: Violation) {
+        self.trace(format!("violation: {}", failure.message));
+        self.inner
+            .violations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(failure);
+    }
+
+    /// The first violation recorded, if any.
+    pub(crate) fn take_violation(&self) -> Option<Violation> {
+        let mut all = self
+            .inner
+            .violations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        (!all.is_empty()).then(|| all.remove(0))
+    }
+
+    pub(crate) fn node_topology_cell(
+        &self,
+    ) -> &tokio::sync::OnceCell<Option<std::collections::BTreeMap<String, String>>> {
+        &self.inner.node_topology
     }
 
     pub(crate) fn take_advisory(&self) -> Option<String> {

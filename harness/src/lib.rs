@@ -21,3 +21,4 @@ pub mod signals;
 mod silent_driver;
 pub mod steps;
 pub mod target;
+pub mod topology;

@@ -42,10 +42,13 @@ impl CaseCtx {
 
     pub async fn create_volume(
         &self,
-        request: csi::CreateVolumeRequest,
+        mut request: csi::CreateVolumeRequest,
     ) -> Result<csi::Volume, Status> {
+        if request.accessibility_requirements.is_none() {
+            request.accessibility_requirements = self.topology_requirement().await?;
+        }
         let summary = format!(
-            "CreateVolume name={} capacity={:?} access={} source={}",
+            "CreateVolume name={} capacity={:?} access={} source={}{}",
             request.name,
             request
                 .capacity_range
@@ -58,6 +61,13 @@ impl CaseCtx {
                 .map(|s| SourceRef::from_proto(Some(s))
                     .map_or("unset-oneof".into(), |s| s.to_string()))
                 .unwrap_or_else(|| "none".into()),
+            topology_text(
+                " requisite",
+                request
+                    .accessibility_requirements
+                    .as_ref()
+                    .map_or(&[][..], |r| &r.requisite)
+            ),
         );
         let limit = if request.volume_content_source.is_some() {
             self.clone_timeout()
@@ -77,11 +87,12 @@ impl CaseCtx {
         self.trace(format!(
             "{summary} -> {}",
             outcome(&result, |v| format!(
-                "id={} capacity={} content_source={}",
+                "id={} capacity={} content_source={}{}",
                 v.volume_id,
                 v.capacity_bytes,
                 SourceRef::from_proto(v.content_source.as_ref())
-                    .map_or("none".into(), |s| s.to_string())
+                    .map_or("none".into(), |s| s.to_string()),
+                topology_text(" accessible_topology", &v.accessible_topology),
             ))
         ));
         if let Ok(volume) = &result
@@ -94,6 +105,7 @@ impl CaseCtx {
             if !self.ledger().holds(&resource) {
                 self.ledger().record(self.owner(), resource);
             }
+            self.check_accessible(volume).await;
         }
         result
     }
@@ -562,4 +574,20 @@ fn access_of(caps: &[csi::VolumeCapability]) -> &'static str {
         Some(AccessType::Mount(_)) => "mount",
         None => "unset",
     }
+}
+
+/// ` label=[{k=v,...}]` for trace lines; empty when there is no topology.
+pub(crate) fn topology_text(label: &str, topologies: &[csi::Topology]) -> String {
+    if topologies.is_empty() {
+        return String::new();
+    }
+    let segments: Vec<String> = topologies
+        .iter()
+        .map(|t| {
+            let pairs: std::collections::BTreeMap<_, _> = t.segments.iter().collect();
+            let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{{{}}}", pairs.join(","))
+        })
+        .collect();
+    format!("{label}=[{}]", segments.join(","))
 }

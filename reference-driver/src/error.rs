@@ -21,6 +21,8 @@ pub enum DriverError {
     #[error("{0}")]
     Aborted(String),
     #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
     Unimplemented(String),
     /// Only a fault produces this on purpose; real internal trouble carries its cause.
     #[error("{0}")]
@@ -51,6 +53,7 @@ impl DriverError {
             DriverError::OutOfRange(_) => Code::OutOfRange,
             DriverError::FailedPrecondition(_) => Code::FailedPrecondition,
             DriverError::Aborted(_) => Code::Aborted,
+            DriverError::ResourceExhausted(_) => Code::ResourceExhausted,
             DriverError::Unimplemented(_) => Code::Unimplemented,
             DriverError::Internal(_) => Code::Internal,
             // The filesystem cannot grow while in use here (spec: NodeExpandVolume errors).

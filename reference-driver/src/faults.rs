@@ -98,6 +98,9 @@ pub enum Fault {
     ProbeNotReady,
     /// STAGE_UNSTAGE_VOLUME is not advertised although staging is required.
     HideStageUnstage,
+    /// Turns topology on (as `--variant=topology`) and reports clones and restores as
+    /// accessible only from another zone than their source and the requested node.
+    CloneInAnotherZone,
 }
 
 pub type Faults = BTreeSet<Fault>;

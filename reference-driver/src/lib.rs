@@ -11,4 +11,5 @@ pub mod locks;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod topology;
 pub mod variants;

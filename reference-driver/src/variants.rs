@@ -25,6 +25,10 @@ pub enum Variant {
     /// A snapshot is cut before CreateSnapshot answers but reports ready_to_use = false for
     /// its first second (post-processing, e.g. an upload); it cannot be restored until ready.
     AsyncSnapshots,
+    /// VOLUME_ACCESSIBILITY_CONSTRAINTS is advertised: the node reports a zone and itself,
+    /// volumes are accessible from that zone, and requisite topologies elsewhere are refused
+    /// (see `topology.rs`).
+    Topology,
 }
 
 pub type Variants = BTreeSet<Variant>;

@@ -3,6 +3,7 @@
 
 use csi_proto::v1::{
     controller_service_capability::rpc::Type as Ctl, node_service_capability::rpc::Type as Nd,
+    plugin_capability::service::Type as Svc,
 };
 use harness::case::{
     CaseResult, Requirement as R, Row, Suite, ensure, expect_code, expect_ok, fail_with, row,
@@ -16,6 +17,7 @@ use crate::common::{SourceKind, default_access, empty_source};
 enum Flow {
     PluginInfo,
     Probe,
+    PluginCapabilities,
     ControllerCapabilities,
     NodeCapabilities,
     CloneHonoured,
@@ -34,6 +36,12 @@ const ROWS: &[Row<Flow>] = &[
         "spec: Probe",
         &[],
         Flow::Probe,
+    ),
+    row(
+        "identity::advertised_plugin_capabilities_match_profile",
+        "spec: GetPluginCapabilities (CONTROLLER_SERVICE for any clone); profile capabilities.topology (VOLUME_ACCESSIBILITY_CONSTRAINTS)",
+        &[],
+        Flow::PluginCapabilities,
     ),
     row(
         "controller::advertised_capabilities_match_profile",
@@ -117,6 +125,20 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
                 "a driver under test must be ready",
                 "ready unset or true",
                 format!("{:?}", probe.ready),
+            )
+        }
+        Flow::PluginCapabilities => {
+            let services = expect_ok(ctx.plugin_services().await, "GetPluginCapabilities")?;
+            ensure(
+                services.contains(&Svc::ControllerService),
+                "CONTROLLER_SERVICE is needed for any clone",
+                "CONTROLLER_SERVICE",
+                format!("{services:?}"),
+            )?;
+            compare(
+                "VOLUME_ACCESSIBILITY_CONSTRAINTS",
+                declared.topology,
+                services.contains(&Svc::VolumeAccessibilityConstraints),
             )
         }
         Flow::ControllerCapabilities => {

@@ -21,6 +21,7 @@ pub mod k8s_storage_class;
 pub mod k8s_volume_mode;
 pub mod publish;
 pub mod size;
+pub mod topology;
 
 use harness::case::Suite;
 
@@ -34,6 +35,7 @@ pub fn all() -> Vec<Suite> {
         data_integrity::suite(),
         independence::suite(),
         publish::suite(),
+        topology::suite(),
         concurrency::suite(),
         k8s_clone::suite(),
         k8s_volume_mode::suite(),

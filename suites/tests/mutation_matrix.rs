@@ -124,6 +124,11 @@ fn run_once(mode: Mode, setup: Setup, work: &std::path::Path) -> Outcomes {
         profile.clone = ClonePolicy::default();
         profile.capabilities.controller_publish = variant == Variant::PublishRequired;
     }
+    // The driver turns topology on for this variant and this fault; the profile says so.
+    profile.capabilities.topology = matches!(
+        mode,
+        Mode::Variant(Variant::Topology) | Mode::Fault(Fault::CloneInAnotherZone)
+    );
     profile.capabilities.clone = setup != Setup::NoClone;
     profile.timeouts.rpc_secs = 20;
     profile.timeouts.clone_secs = 30;

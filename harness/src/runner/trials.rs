@@ -73,9 +73,14 @@ pub(super) fn run_trial(
             .mark_lost(format!("at case {}: no answer {cause}", item.name));
     }
     let mut outcome = match result {
-        Ok(Ok(())) => match ctx.take_advisory() {
-            Some(note) => Outcome::Advisory { note },
-            None => Outcome::Pass,
+        Ok(Ok(())) => match (ctx.take_violation(), ctx.take_advisory()) {
+            (Some(f), _) => Outcome::Fail {
+                message: f.message,
+                expected: f.expected,
+                actual: f.actual,
+            },
+            (None, Some(note)) => Outcome::Advisory { note },
+            (None, None) => Outcome::Pass,
         },
         Ok(Err(CaseError::Fail(f))) => Outcome::Fail {
             message: f.message,

@@ -59,9 +59,9 @@ impl ControllerService {
                 "this driver does not advertise MODIFY_VOLUME",
             ));
         }
-        if r.accessibility_requirements.is_some() {
-            tracing::debug!("ignoring accessibility_requirements: the driver has no topology");
-        }
+        self.driver
+            .config
+            .check_requirements(r.accessibility_requirements.as_ref())?;
         let request = CreateVolume {
             name,
             required_bytes,
@@ -72,7 +72,7 @@ impl ControllerService {
             source,
         };
         let (volume, replayed) = self.driver.create_volume(request).await?;
-        let mut answer = convert::to_volume(&volume);
+        let mut answer = convert::to_volume(&volume, &self.driver.config);
         let faults = &self.driver.config;
         if faults.fault(Fault::OmitContentSource)
             || (replayed && faults.fault(Fault::OmitContentSourceOnReplay))
@@ -155,7 +155,7 @@ impl ControllerService {
         let entries = page
             .iter()
             .map(|v| csi::list_volumes_response::Entry {
-                volume: Some(convert::to_volume(v)),
+                volume: Some(convert::to_volume(v, &self.driver.config)),
                 status: None,
             })
             .collect();
@@ -431,7 +431,7 @@ impl Controller for ControllerService {
                 });
             }
             Ok(csi::ControllerGetVolumeResponse {
-                volume: Some(convert::to_volume(&volume)),
+                volume: Some(convert::to_volume(&volume, &self.driver.config)),
                 // REQUIRED by the spec; this driver has no controller publish and no conditions.
                 status: Some(csi::controller_get_volume_response::VolumeStatus {
                     published_node_ids: Vec::new(),

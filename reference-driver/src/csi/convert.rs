@@ -7,6 +7,7 @@ use csi::volume_capability::{AccessType as ProtoAccess, access_mode::Mode};
 use csi::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
 use csi_proto::v1 as csi;
 
+use crate::config::DriverConfig;
 use crate::error::{DriverError, DriverResult};
 use crate::state::{AccessType, SnapshotRecord, Source, VolumeRecord};
 use crate::storage::FsType;
@@ -189,13 +190,13 @@ pub fn volume_context(volume: &VolumeRecord) -> HashMap<String, String> {
     context
 }
 
-pub fn to_volume(volume: &VolumeRecord) -> csi::Volume {
+pub fn to_volume(volume: &VolumeRecord, config: &DriverConfig) -> csi::Volume {
     csi::Volume {
         capacity_bytes: volume.size_bytes as i64,
         volume_id: volume.id.clone(),
         volume_context: volume_context(volume),
         content_source: volume.source.as_ref().map(to_content_source),
-        accessible_topology: Vec::new(),
+        accessible_topology: config.volume_topology(volume.source.is_some()),
     }
 }
 

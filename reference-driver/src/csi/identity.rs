@@ -46,6 +46,13 @@ impl Identity for IdentityService {
                 r#type: service::Type::ControllerService as i32,
             })),
         }];
+        if self.driver.config.topology() {
+            capabilities.push(csi::PluginCapability {
+                r#type: Some(Type::Service(Service {
+                    r#type: service::Type::VolumeAccessibilityConstraints as i32,
+                })),
+            });
+        }
         if self.driver.config.has(Feature::Expand) {
             for mode in [
                 volume_expansion::Type::Online,

@@ -216,7 +216,7 @@ impl Node for NodeService {
         Ok(Response::new(csi::NodeGetInfoResponse {
             node_id: self.driver.config.node_id.clone(),
             max_volumes_per_node: 0,
-            accessible_topology: None,
+            accessible_topology: self.driver.config.node_topology(),
         }))
     }
 }

@@ -307,3 +307,43 @@ impl CaseCtx {
         })
     }
 }
+
+/// How long `blkid` may take to probe one device.
+const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl CaseCtx {
+    /// The filesystem type `blkid -p` (a low-level superblock probe, no cache) finds on a
+    /// published block device, or None when it finds none.
+    pub async fn filesystem_on(&self, attached: &Attached) -> CaseResult<Option<String>> {
+        let mut command = tokio::process::Command::new("blkid");
+        command
+            .args(["-p", "-o", "value", "-s", "TYPE"])
+            .arg(&attached.target)
+            .kill_on_drop(true);
+        let output = match tokio::time::timeout(PROBE_LIMIT, command.output()).await {
+            Err(_) => {
+                return Err(harness_error(format!(
+                    "blkid: no answer within {PROBE_LIMIT:?}"
+                )));
+            }
+            Ok(Err(e)) => return Err(harness_error(format!("blkid (util-linux) cannot run: {e}"))),
+            Ok(Ok(output)) => output,
+        };
+        let found = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        self.trace(format!(
+            "data: blkid -p {} -> exit {:?} {found:?}",
+            attached.target.display(),
+            output.status.code()
+        ));
+        // blkid: 0 found, 2 nothing identified; anything else is its own trouble.
+        match output.status.code() {
+            Some(0) if !found.is_empty() => Ok(Some(found)),
+            Some(0) | Some(2) => Ok(None),
+            _ => Err(harness_error(format!(
+                "blkid -p {}: {}",
+                attached.target.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))),
+        }
+    }
+}

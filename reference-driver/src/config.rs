@@ -97,6 +97,12 @@ impl DriverConfig {
         self.variants.contains(&variant)
     }
 
+    /// Copies across access types are allowed by the variant and by the fault that empties
+    /// them (which needs it to mean anything).
+    pub fn converts_access_types(&self) -> bool {
+        self.variant(Variant::ConvertAccessTypes) || self.fault(Fault::ConvertedCopyEmpty)
+    }
+
     /// Every controller capability the driver advertises; handlers check the same set.
     pub fn controller_capabilities(&self) -> Vec<ControllerRpc> {
         let mut caps = vec![ControllerRpc::CreateDeleteVolume];

@@ -101,6 +101,9 @@ pub enum Fault {
     /// Turns topology on (as `--variant=topology`) and reports clones and restores as
     /// accessible only from another zone than their source and the requested node.
     CloneInAnotherZone,
+    /// Converts access types like `--variant=convert-access-types`, but a converted copy is
+    /// made empty (a fresh device or filesystem) instead of carrying the source's content.
+    ConvertedCopyEmpty,
 }
 
 pub type Faults = BTreeSet<Fault>;

@@ -29,6 +29,10 @@ pub enum Variant {
     /// volumes are accessible from that zone, and requisite topologies elsewhere are refused
     /// (see `topology.rs`).
     Topology,
+    /// A copy may change access type where its content survives: a block copy of a
+    /// filesystem volume carries the filesystem; a filesystem copy of a block volume that
+    /// holds a filesystem mounts it. A block source of raw bytes is still refused.
+    ConvertAccessTypes,
 }
 
 pub type Variants = BTreeSet<Variant>;

@@ -16,6 +16,7 @@ pub(super) struct Plan {
     pub image: PathBuf,
     pub size: u64,
     pub fs_type: Option<FsType>,
+    pub access_type: AccessType,
     pub origin: Option<Origin>,
     pub pace: Option<Duration>,
     pub faults: Faults,
@@ -35,7 +36,9 @@ pub(super) fn populate(plan: Plan) -> DriverResult<u64> {
     let Some(origin) = &plan.origin else {
         return make_empty(&plan.image, plan.size, plan.fs_type);
     };
-    if plan.fault(Fault::CloneEmpty) {
+    if plan.fault(Fault::CloneEmpty)
+        || plan.fault(Fault::ConvertedCopyEmpty) && origin.access_type != plan.access_type
+    {
         return make_empty(&plan.image, plan.size, plan.fs_type);
     }
     if plan.fault(Fault::CloneSharesSource) && matches!(origin.source, Source::Volume(_)) {

@@ -128,6 +128,7 @@ impl Driver {
             image: image.clone(),
             size,
             fs_type,
+            access_type: request.access_type,
             origin,
             pace: self.config.copy_pace,
             faults: self.config.faults.clone(),
@@ -286,13 +287,7 @@ impl Driver {
             Source::Snapshot(_) => "snapshot",
         };
         if origin.access_type != request.access_type {
-            return Err(DriverError::invalid(
-                "volume_capabilities",
-                format!(
-                    "the source {what} is a {:?} volume and cannot populate a {:?} volume",
-                    origin.access_type, request.access_type
-                ),
-            ));
+            return self.converted_fs_type(request, origin, what);
         }
         if let (Some(wanted), Some(have)) = (request.fs_type, origin.fs_type)
             && wanted != have
@@ -303,6 +298,40 @@ impl Driver {
             ));
         }
         Ok(origin.fs_type)
+    }
+
+    /// A copy to the other access type, when the driver converts (a variant): a block copy
+    /// carries the source's filesystem image as it is; a filesystem copy needs a block source
+    /// that holds a filesystem (else it is refused: raw bytes cannot be a filesystem).
+    fn converted_fs_type(
+        &self,
+        request: &CreateVolume,
+        origin: &Origin,
+        what: &str,
+    ) -> DriverResult<Option<FsType>> {
+        let refused = |why: String| {
+            DriverError::invalid(
+                "volume_capabilities",
+                format!(
+                    "the source {what} is a {:?} volume and cannot populate a {:?} volume{why}",
+                    origin.access_type, request.access_type
+                ),
+            )
+        };
+        if !self.config.converts_access_types() {
+            return Err(refused(String::new()));
+        }
+        if request.access_type == AccessType::Block {
+            return Ok(None);
+        }
+        let found = crate::storage::image::detect_filesystem(&origin.image)?;
+        match (found, request.fs_type) {
+            (None, _) => Err(refused(": it holds no filesystem".into())),
+            (Some(have), Some(wanted)) if have != wanted => {
+                Err(refused(format!(": it holds {have}, not {wanted}")))
+            }
+            (Some(have), _) => Ok(Some(have)),
+        }
     }
 
     fn choose_size(

@@ -104,6 +104,9 @@ pub enum Fault {
     /// Converts access types like `--variant=convert-access-types`, but a converted copy is
     /// made empty (a fresh device or filesystem) instead of carrying the source's content.
     ConvertedCopyEmpty,
+    /// Reports topology (NodeGetInfo and volumes, as `--variant=topology`) without
+    /// advertising VOLUME_ACCESSIBILITY_CONSTRAINTS.
+    TopologyUnadvertised,
 }
 
 pub type Faults = BTreeSet<Fault>;

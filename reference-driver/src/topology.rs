@@ -23,7 +23,9 @@ impl DriverConfig {
     /// Topology is on with the variant, and with the fault that misplaces clones (which
     /// needs it to mean anything).
     pub fn topology(&self) -> bool {
-        self.variant(Variant::Topology) || self.fault(Fault::CloneInAnotherZone)
+        self.variant(Variant::Topology)
+            || self.fault(Fault::CloneInAnotherZone)
+            || self.fault(Fault::TopologyUnadvertised)
     }
 
     /// NodeGetInfo's accessible_topology: the zone and the node itself.

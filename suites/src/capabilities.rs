@@ -135,10 +135,20 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
                 "CONTROLLER_SERVICE",
                 format!("{services:?}"),
             )?;
+            let constrained = services.contains(&Svc::VolumeAccessibilityConstraints);
+            if let Ok(Some(node)) = ctx.node_topology().await
+                && !constrained
+            {
+                return Err(fail_with(
+                    "NodeGetInfo returns accessible_topology without the VOLUME_ACCESSIBILITY_CONSTRAINTS plugin capability (spec: a plugin that returns this field MUST also set it)",
+                    "VOLUME_ACCESSIBILITY_CONSTRAINTS advertised",
+                    format!("services {services:?}; node topology {node:?}"),
+                ));
+            }
             compare(
                 "VOLUME_ACCESSIBILITY_CONSTRAINTS",
                 declared.topology,
-                services.contains(&Svc::VolumeAccessibilityConstraints),
+                constrained,
             )
         }
         Flow::ControllerCapabilities => {

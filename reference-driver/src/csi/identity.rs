@@ -46,7 +46,7 @@ impl Identity for IdentityService {
                 r#type: service::Type::ControllerService as i32,
             })),
         }];
-        if self.driver.config.topology() {
+        if self.driver.config.topology() && !self.driver.config.fault(Fault::TopologyUnadvertised) {
             capabilities.push(csi::PluginCapability {
                 r#type: Some(Type::Service(Service {
                     r#type: service::Type::VolumeAccessibilityConstraints as i32,

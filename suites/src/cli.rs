@@ -177,7 +177,8 @@ pub fn load_profile(select: &SelectArgs) -> Result<(DriverProfile, String), Stri
     if let Some(path) = &select.testdriver {
         let (profile, warnings) = load_testdriver(path).map_err(|e| error_chain(&e))?;
         for warning in warnings {
-            eprintln!("warning: {}: {warning}", path.display());
+            // Each warning names its file (the driver file or a class file it names).
+            eprintln!("warning: {warning}");
         }
         return Ok((profile, path.display().to_string()));
     }

@@ -137,14 +137,17 @@ impl Walk<'_> {
         let others: Vec<String> = (listed.into_iter())
             .filter(|t| !t.is_empty() && Some(t) != class_fs_type.as_ref())
             .collect();
-        if !others.is_empty() {
+        if let Some(first) = others.first() {
+            let per_type = if others.len() > 1 {
+                " (one run per type)"
+            } else {
+                ""
+            };
+            let others = others.join(", ");
             self.warn(format!(
-                "{FS_TYPES}: e2e runs its filesystem tests with its default entry and with {}; \
-                 this run requests the default entry ({default}); to test {} as e2e does, run \
-                 again with --fs-type {}",
-                others.join(", "),
-                others.join(" or "),
-                others[0]
+                "{FS_TYPES}: e2e runs its filesystem tests with its default entry and with \
+                 {others}; this run requests the default entry ({default}); to test {others} as \
+                 e2e does, run again with --fs-type {first}{per_type}"
             ));
         }
         Ok(class_fs_type)

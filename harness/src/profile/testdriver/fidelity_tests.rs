@@ -77,9 +77,9 @@ fn supported_fs_types_keep_e2e_default_entry() {
     let joined = w.join("\n");
     assert!(
         joined.contains(
-            "with its default entry and with ext4, xfs; this run requests the \
-                         default entry (no fs_type: the driver's default); to test ext4 or xfs \
-                         as e2e does, run again with --fs-type ext4"
+            "with its default entry and with ext4, xfs; this run requests the default entry \
+             (no fs_type: the driver's default); to test ext4, xfs as e2e does, run again with \
+             --fs-type ext4 (one run per type)"
         ),
         "{joined}"
     );

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tonic::{Code, Status};
 
 use crate::context::CaseCtx;
-use crate::profile::DriverProfile;
+use crate::profile::{Discoverable, DriverProfile};
 
 /// Something a case needs from the driver or the machine, decided when the trial list is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,12 +57,14 @@ impl Requirement {
                 caps.expansion,
                 "the profile declares no controller expansion (capabilities.expansion)",
             ),
+            // A capability left to the driver counts as present until the run has read it
+            // (`plan::recheck` decides then).
             Requirement::ListVolumes => (
-                caps.list_volumes,
+                caps.list_volumes || caps.undecided(Discoverable::ListVolumes),
                 "the profile declares no LIST_VOLUMES (capabilities.list_volumes)",
             ),
             Requirement::GetVolume => (
-                caps.get_volume,
+                caps.get_volume || caps.undecided(Discoverable::GetVolume),
                 "the profile declares no GET_VOLUME (capabilities.get_volume)",
             ),
             Requirement::Block => (

@@ -62,9 +62,49 @@ pub fn plan(
         .collect()
 }
 
+/// Checks the requirements of the cases still planned to run again, once the run has read
+/// from the driver what the profile left to it (`Capabilities::undeclared`): planning counted
+/// those as present, and a case needing one the driver lacks is skipped now.
+pub fn recheck(planned: &mut [Planned], profile: &DriverProfile) {
+    for item in planned.iter_mut().filter(|p| p.skip_reason.is_none()) {
+        item.skip_reason = (item.case.meta.requires.iter()).find_map(|r| r.unmet(profile));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::case::{CaseResult, Requirement, Row, row};
+    use crate::profile::Discoverable;
+
+    #[test]
+    fn capabilities_left_to_the_driver_are_decided_when_the_run_has_read_them() {
+        const ROWS: &[Row<()>] = &[
+            row("x::lists", "rule", &[Requirement::ListVolumes], ()),
+            row("x::gets", "rule", &[Requirement::GetVolume], ()),
+        ];
+        let suite = Suite::from_rows("s", ROWS, |_, _| async { CaseResult::Ok(()) });
+        let mut profile = DriverProfile::reference();
+        profile
+            .capabilities
+            .leave_to_driver(Discoverable::ListVolumes);
+        profile
+            .capabilities
+            .leave_to_driver(Discoverable::GetVolume);
+        let csi = Surfaces {
+            csi: true,
+            kubernetes: false,
+        };
+        let mut planned = plan(&[suite], &profile, &Selection::default(), csi);
+        assert!(planned.iter().all(|p| p.skip_reason.is_none()));
+        profile
+            .capabilities
+            .take_from_driver(|c| c == Discoverable::GetVolume);
+        recheck(&mut planned, &profile);
+        let reason = planned[0].skip_reason.as_deref().unwrap_or_default();
+        assert!(reason.contains("LIST_VOLUMES"), "{reason}");
+        assert_eq!(planned[1].skip_reason, None);
+    }
 
     #[test]
     fn selection_follows_libtest() {

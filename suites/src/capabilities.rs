@@ -9,6 +9,7 @@ use harness::case::{
     CaseResult, Requirement as R, Row, Suite, ensure, expect_code, expect_ok, fail_with, row,
 };
 use harness::context::{CaseCtx, SourceRef};
+use harness::profile::Discoverable;
 use tonic::Code;
 
 use crate::common::{SourceKind, default_access, empty_source};
@@ -85,7 +86,28 @@ fn valid_plugin_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
-fn compare(what: &str, declared: bool, advertised: bool) -> CaseResult {
+/// A capability the profile declares must be advertised as declared. One the profile left to
+/// the driver (`from`: an e2e driver file cannot declare it) was read from this advertisement
+/// when the run started: the trace says it was taken from the driver, and it fails only if the
+/// driver has since changed its answer.
+fn compare(
+    ctx: &CaseCtx,
+    what: &str,
+    from: Option<Discoverable>,
+    declared: bool,
+    advertised: bool,
+) -> CaseResult {
+    if from.is_some_and(|c| ctx.profile().capabilities.from_driver.contains(&c)) {
+        ctx.trace(format!(
+            "{what}: taken from the driver (advertised={advertised}); the profile cannot declare it"
+        ));
+        return ensure(
+            declared == advertised,
+            &format!("{what}: the driver's advertisement changed during the run"),
+            format!("advertised={declared} (when the run started)"),
+            format!("advertised={advertised}"),
+        );
+    }
     ensure(
         declared == advertised,
         &format!("{what}: the driver's advertisement differs from the profile"),
@@ -163,32 +185,44 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
                 format!("{caps:?}"),
             )?;
             compare(
+                &ctx,
                 "CLONE_VOLUME",
+                None,
                 declared.clone,
                 caps.contains(&Ctl::CloneVolume),
             )?;
             compare(
+                &ctx,
                 "CREATE_DELETE_SNAPSHOT",
+                None,
                 declared.snapshot,
                 caps.contains(&Ctl::CreateDeleteSnapshot),
             )?;
             compare(
+                &ctx,
                 "EXPAND_VOLUME",
+                None,
                 declared.expansion,
                 caps.contains(&Ctl::ExpandVolume),
             )?;
             compare(
+                &ctx,
                 "LIST_VOLUMES",
+                Some(Discoverable::ListVolumes),
                 declared.list_volumes,
                 caps.contains(&Ctl::ListVolumes),
             )?;
             compare(
+                &ctx,
                 "GET_VOLUME",
+                Some(Discoverable::GetVolume),
                 declared.get_volume,
                 caps.contains(&Ctl::GetVolume),
             )?;
             compare(
+                &ctx,
                 "PUBLISH_UNPUBLISH_VOLUME",
+                Some(Discoverable::ControllerPublish),
                 declared.controller_publish,
                 caps.contains(&Ctl::PublishUnpublishVolume),
             )
@@ -196,12 +230,16 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
         Flow::NodeCapabilities => {
             let caps = expect_ok(ctx.node_capabilities().await, "NodeGetCapabilities")?;
             compare(
+                &ctx,
                 "STAGE_UNSTAGE_VOLUME",
+                Some(Discoverable::StageUnstage),
                 declared.stage_unstage,
                 caps.contains(&Nd::StageUnstageVolume),
             )?;
             compare(
+                &ctx,
                 "node EXPAND_VOLUME",
+                None,
                 declared.node_expansion,
                 caps.contains(&Nd::ExpandVolume),
             )

@@ -122,6 +122,11 @@ pub struct RunArgs {
     /// ReferenceGrant permissions it then needs).
     #[arg(long, value_delimiter = ',', requires = "local_cluster")]
     pub feature_gates: Vec<String>,
+    /// Mount volumes with this fs type instead of the profile's fs_type ("" leaves it to the
+    /// driver). With --testdriver, the run requests e2e's default entry and names the other
+    /// SupportedFsType entries; this covers one of them.
+    #[arg(long)]
+    pub fs_type: Option<String>,
     /// Image of the writer/reader pods on a cluster (default: the profile's, else busybox).
     #[arg(long, conflicts_with = "local_cluster")]
     pub pod_image: Option<String>,
@@ -172,7 +177,8 @@ pub fn load_profile(select: &SelectArgs) -> Result<(DriverProfile, String), Stri
     if let Some(path) = &select.testdriver {
         let (profile, warnings) = load_testdriver(path).map_err(|e| error_chain(&e))?;
         for warning in warnings {
-            eprintln!("warning: {}: {warning}", path.display());
+            // Each warning names its file (the driver file or a class file it names).
+            eprintln!("warning: {warning}");
         }
         return Ok((profile, path.display().to_string()));
     }
@@ -298,13 +304,21 @@ fn target_spec(args: &RunArgs, profile: &DriverProfile) -> Result<TargetSpec, St
 }
 
 fn run_command(args: RunArgs) -> i32 {
-    let (profile, label) = match load_profile(&args.select) {
+    let (mut profile, mut label) = match load_profile(&args.select) {
         Ok(loaded) => loaded,
         Err(message) => {
             eprintln!("error: {message}");
             return exit::PROFILE;
         }
     };
+    if let Some(fs_type) = &args.fs_type {
+        if !profile.capabilities.mount {
+            eprintln!("error: --fs-type needs a profile with mount volumes (capabilities.mount)");
+            return exit::USAGE;
+        }
+        profile.fs_type = Some(fs_type.trim().to_owned()).filter(|t| !t.is_empty());
+        label = format!("{label} (--fs-type {fs_type:?})");
+    }
     let target = match target_spec(&args, &profile) {
         Ok(target) => target,
         Err(message) => {

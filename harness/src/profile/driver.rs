@@ -1,7 +1,8 @@
 //! The strict driver profile format and its validation.
 
+use super::discoverable::Discoverable;
 use super::secrets::Secrets;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::de;
@@ -79,6 +80,13 @@ pub struct Capabilities {
     /// Plugin `VOLUME_ACCESSIBILITY_CONSTRAINTS`: every CreateVolume requires the topology
     /// NodeGetInfo reports, and every volume must be accessible there.
     pub topology: bool,
+    /// Left to the driver (an e2e driver file cannot declare them) and not yet read from it:
+    /// the run reads them before its cases start; until then their flags are false.
+    #[serde(skip)]
+    pub undeclared: BTreeSet<Discoverable>,
+    /// Read from the driver: their flags are what it advertised (see `discoverable.rs`).
+    #[serde(skip)]
+    pub from_driver: BTreeSet<Discoverable>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,12 +3,14 @@
 //! Two sources: our strict YAML profile (`fixtures/drivers/example.yaml` documents every key)
 //! and the Kubernetes e2e external driver file (`testdriver.yaml`), so vendors can reuse it.
 
+mod discoverable;
 mod driver;
 mod kubernetes;
 mod quantity;
 mod secrets;
 mod testdriver;
 
+pub use discoverable::Discoverable;
 pub use driver::{
     Ambiguous, Capabilities, ClonePolicy, DataPlane, DriverProfile, LargerClone, ProfileError,
     Sizes, SmallerCopy, SourceDeletion, Timeouts,

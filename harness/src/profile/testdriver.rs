@@ -1,84 +1,23 @@
 //! Reads the Kubernetes e2e external driver file (`-storage.testdriver=`, kubernetes
 //! `test/e2e/storage/external`) into a driver profile, so vendors can reuse what they have.
 //!
-//! Unlike our profile format this one is lenient, as e2e is: unknown keys are warnings, and
-//! YAML 1.1 booleans (`yes`/`no`) are accepted because e2e's Go YAML decoder accepts them.
-//! Classes are in `classes.rs`, timeouts in `timeouts.rs`.
+//! The file means what e2e's decoder makes of it: YAML 1.1 (`yes`/`no` are booleans), then
+//! case-sensitive struct fields (`keys.rs`). What e2e ignores is a warning here, what makes e2e
+//! refuse the file is an error. DriverInfo is read in `driver_info.rs`, the classes in
+//! `classes.rs`, the timeouts in `timeouts.rs`.
 
 mod classes;
+mod driver_info;
+mod keys;
 mod timeouts;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::driver::{
-    Capabilities, ClonePolicy, DataPlane, DriverProfile, ProfileError, Sizes, parse_quantity, read,
-    yaml_error,
-};
+use super::driver::{ClonePolicy, DataPlane, DriverProfile, ProfileError, read, yaml_error};
 use super::kubernetes::KubernetesSettings;
-
-// Known key sets, from kubernetes `external.go` and `framework/testdriver.go` (timeouts: see
-// `timeouts.rs`). Keys outside them are warned about: e2e silently ignores typos.
-const TOP_KEYS: &[&str] = &[
-    "StorageClass",
-    "SnapshotClass",
-    "VolumeAttributesClass",
-    "InlineVolumes",
-    "ClientNodeName",
-    "NodeSelectors",
-    "Timeouts",
-    "DriverInfo",
-];
-const DRIVER_INFO_KEYS: &[&str] = &[
-    "Name",
-    "InTreePluginName",
-    "TestTags",
-    "MaxFileSize",
-    "SupportedSizeRange",
-    "SupportedFsType",
-    "SupportedMountOption",
-    "RequiredMountOption",
-    "Capabilities",
-    "RequiredAccessModes",
-    "TopologyKeys",
-    "NumAllowedTopologies",
-    "StressTestOptions",
-    "VolumeSnapshotStressTestOptions",
-    "PerformanceTestOptions",
-];
-const SIZE_RANGE_KEYS: &[&str] = &["Min", "Max"];
-const CAPABILITY_KEYS: &[&str] = &[
-    "persistence",
-    "block",
-    "fsGroup",
-    "volumeMountGroup",
-    "exec",
-    "snapshotDataSource",
-    "pvcDataSource",
-    "offlineSnapshotClone",
-    "multipods",
-    "RWX",
-    "RWXFilesystemOnly",
-    "RWXBlockOnly",
-    "controllerExpansion",
-    "nodeExpansion",
-    "offlineExpansion",
-    "onlineExpansion",
-    "volumeLimits",
-    "singleNodeVolume",
-    "topology",
-    "capacity",
-    "FSResizeFromSourceNotSupported",
-    "readWriteOncePod",
-    "multiplePVsSameID",
-    "capReadOnlyMany",
-    "volumeGroupSnapshot",
-];
-/// e2e's default when `SupportedSizeRange.Min` is absent; a driver tested with e2e may never
-/// have seen smaller volumes.
-const E2E_DEFAULT_MIN: u64 = 5 << 30;
+use keys::get;
 
 /// Loads an e2e external driver file. Returns the profile and warnings (each names its key).
 pub fn load_testdriver(path: &Path) -> Result<(DriverProfile, Vec<String>), ProfileError> {
@@ -89,8 +28,10 @@ pub fn load_testdriver(path: &Path) -> Result<(DriverProfile, Vec<String>), Prof
         warnings: Vec::new(),
     };
     let root = w.mapping(Some(&root), "(document)")?.unwrap_or_default();
-    w.check_keys(&root, "", TOP_KEYS);
-
+    let dropped = keys::check_document(&root).map_err(|(field, reason)| w.error(&field, reason))?;
+    for warning in dropped {
+        w.warn(warning);
+    }
     let mut profile = w.profile(&root, path)?;
     profile.validate(&origin)?;
     Ok((profile, w.warnings))
@@ -99,13 +40,6 @@ pub fn load_testdriver(path: &Path) -> Result<(DriverProfile, Vec<String>), Prof
 fn parse_lenient(path: &Path, origin: &str) -> Result<Value, ProfileError> {
     let text = read(path)?;
     serde_saphyr::from_str(&text).map_err(|e| yaml_error(origin, &e))
-}
-
-/// Go's JSON decoding, which e2e uses, matches struct field names case-insensitively.
-fn get<'v>(map: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
-    map.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v)
 }
 
 struct Walk<'a> {
@@ -122,7 +56,6 @@ impl Walk<'_> {
         let info = self
             .mapping(get(root, "DriverInfo"), "DriverInfo")?
             .unwrap_or_default();
-        self.check_keys(&info, "DriverInfo.", DRIVER_INFO_KEYS);
         let capabilities = self.capabilities(get(&info, "Capabilities"))?;
         let sizes = self.sizes(get(&info, "SupportedSizeRange"))?;
         let class = self.storage_class(root, path)?;
@@ -130,10 +63,8 @@ impl Walk<'_> {
         let name = self.name(get(&info, "Name"), class.provisioner)?;
         let (snapshot_class, snapshot_parameters) =
             self.snapshot_class(root, path, &name, capabilities.snapshot)?;
-        let fs_type = match class.fs_type {
-            Some(t) => Some(t),
-            None => self.fs_type(get(&info, "SupportedFsType"))?,
-        };
+        let fs_type = self.fs_type(get(&info, "SupportedFsType"), class.fs_type)?;
+        let topology_keys = self.topology_keys(get(&info, "TopologyKeys"))?;
         Ok(DriverProfile {
             name,
             capabilities,
@@ -146,7 +77,7 @@ impl Walk<'_> {
             fs_type,
             timeouts,
             data_plane: DataPlane::default(),
-            topology_keys: Vec::new(),
+            topology_keys,
             kubernetes: KubernetesSettings {
                 storage_class: class.source,
                 snapshot_class,
@@ -190,154 +121,42 @@ impl Walk<'_> {
         }
     }
 
-    fn check_keys(&mut self, map: &Map<String, Value>, prefix: &str, known: &[&str]) {
-        for key in map.keys() {
-            if !known.iter().any(|k| k.eq_ignore_ascii_case(key)) {
-                self.warn(format!(
-                    "unknown key \"{prefix}{key}\" (not in the e2e external driver format; ignored)"
-                ));
-            }
-        }
-    }
-
-    fn capabilities(&mut self, v: Option<&Value>) -> Result<Capabilities, ProfileError> {
-        let map = self
-            .mapping(v, "DriverInfo.Capabilities")?
-            .unwrap_or_default();
-        let mut declared = BTreeMap::new();
-        for (key, value) in &map {
-            let field = format!("DriverInfo.Capabilities.{key}");
-            let Value::Bool(b) = value else {
-                return Err(self.error(&field, "expected true or false"));
-            };
-            // Capabilities are a Go map, so unlike struct fields their keys are case-sensitive.
-            if !CAPABILITY_KEYS.contains(&key.as_str()) {
-                let hint = CAPABILITY_KEYS
-                    .iter()
-                    .find(|k| k.eq_ignore_ascii_case(key))
-                    .map(|k| format!("; did you mean \"{k}\"?"))
-                    .unwrap_or_default();
-                self.warn(format!("unknown capability \"{field}\" (ignored{hint})"));
-            }
-            declared.insert(key.as_str(), *b);
-        }
-        let cap = |k: &str| declared.get(k).copied().unwrap_or(false);
-        if !cap("pvcDataSource") {
-            self.warn(
-                "DriverInfo.Capabilities.pvcDataSource is not true, so clone cases will be skipped"
-                    .into(),
-            );
-        }
-        self.warn(
-            "the e2e format cannot declare list_volumes, get_volume or stage_unstage; they are taken as \
-             false, so preflight fails if the driver advertises them (use a driver profile to declare them)"
-                .into(),
-        );
-        Ok(Capabilities {
-            clone: cap("pvcDataSource"),
-            snapshot: cap("snapshotDataSource"),
-            expansion: cap("controllerExpansion"),
-            node_expansion: cap("nodeExpansion"),
-            block: cap("block"),
-            // Every e2e external driver is tested with filesystem volumes.
-            mount: true,
-            ..Capabilities::default()
-        })
-    }
-
-    fn sizes(&mut self, v: Option<&Value>) -> Result<Sizes, ProfileError> {
-        let range = self
-            .mapping(v, "DriverInfo.SupportedSizeRange")?
-            .unwrap_or_default();
-        self.check_keys(&range, "DriverInfo.SupportedSizeRange.", SIZE_RANGE_KEYS);
-        let quantity = |key: &str| -> Result<Option<u64>, ProfileError> {
-            let field = format!("DriverInfo.SupportedSizeRange.{key}");
-            match get(&range, key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => parse_quantity(s)
-                    .map(Some)
-                    .map_err(|e| self.error(&field, e.to_string())),
-                Some(Value::Number(n)) => n
-                    .as_u64()
-                    .map(Some)
-                    .ok_or_else(|| self.error(&field, format!("invalid quantity {n}"))),
-                Some(_) => Err(self.error(&field, "expected a quantity such as \"1Gi\"")),
-            }
-        };
-        let min = quantity("Min")?.unwrap_or(E2E_DEFAULT_MIN);
-        let max = quantity("Max")?.unwrap_or(u64::MAX);
-        let defaults = Sizes::default();
-        // Test volumes stay small unless the driver's minimum forces them up.
-        let volume = defaults.volume_bytes.max(min).min(max);
-        Ok(Sizes {
-            volume_bytes: volume,
-            min_bytes: min,
-            max_bytes: max,
-        })
-    }
-
+    /// e2e refuses a file without `DriverInfo.Name`. With a StorageClass file, its provisioner
+    /// is the driver name: Kubernetes only provisions a class whose provisioner equals the
+    /// GetPluginInfo name, while DriverInfo.Name may then be a display name.
     fn name(
         &mut self,
         v: Option<&Value>,
         provisioner: Option<String>,
     ) -> Result<String, ProfileError> {
-        let name = self.string(v, "DriverInfo.Name")?.filter(|n| !n.is_empty());
-        match (name, provisioner) {
-            // The provisioner wins: Kubernetes only provisions a class whose provisioner equals
-            // the GetPluginInfo name, while DriverInfo.Name may be a display name.
-            (Some(name), Some(prov)) => {
-                if name != prov {
-                    self.warn(format!(
-                        "DriverInfo.Name \"{name}\" differs from the StorageClass provisioner \"{prov}\"; \
-                         expecting GetPluginInfo to return \"{prov}\""
-                    ));
-                }
+        let Some(name) = self.string(v, "DriverInfo.Name")?.filter(|n| !n.is_empty()) else {
+            return Err(self.error("DriverInfo.Name", "missing (e2e refuses the file)"));
+        };
+        match provisioner {
+            Some(prov) if prov != name => {
+                self.warn(format!(
+                    "DriverInfo.Name \"{name}\" differs from the StorageClass provisioner \"{prov}\"; \
+                     expecting GetPluginInfo to return \"{prov}\""
+                ));
                 Ok(prov)
             }
-            (Some(name), None) => Ok(name),
-            (None, Some(prov)) => Ok(prov),
-            (None, None) => Err(self.error(
-                "DriverInfo.Name",
-                "missing, and no StorageClass.FromFile provisioner to use instead",
-            )),
+            _ => Ok(name),
         }
-    }
-
-    fn fs_type(&mut self, v: Option<&Value>) -> Result<Option<String>, ProfileError> {
-        let field = "DriverInfo.SupportedFsType";
-        // A Go string set: a mapping of names to `{}`; a list is accepted too.
-        let types: Vec<String> = match v {
-            None | Some(Value::Null) => return Ok(None),
-            Some(Value::Object(m)) => m.keys().cloned().collect(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|t| {
-                    t.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| self.error(field, "expected strings"))
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(self.error(field, "expected a set of fs type names")),
-        };
-        if types.is_empty() || types.iter().any(String::is_empty) {
-            return Ok(None);
-        }
-        if types.len() > 1 {
-            self.warn(format!(
-                "{field} lists {}; requesting fs_type \"{}\"",
-                types.join(", "),
-                types[0]
-            ));
-        }
-        Ok(types.into_iter().next())
     }
 }
+
+#[cfg(test)]
+mod fidelity_tests;
+#[cfg(test)]
+mod fixture_tests;
 
 #[cfg(test)]
 pub(super) mod tests {
     use std::path::PathBuf;
 
+    use super::driver_info::E2E_DEFAULT_MIN;
     use super::*;
+    use crate::profile::Discoverable;
 
     /// Writes `files` (name, text) into a fresh directory and loads its `td.yaml`.
     pub(in crate::profile) fn load_files(
@@ -358,23 +177,29 @@ pub(super) mod tests {
         load_files(&[("td.yaml", text)])
     }
 
-    fn example_path() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/drivers/testdriver-example.yaml")
+    pub(in crate::profile) fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/drivers")
+            .join(name)
     }
 
     #[test]
-    fn example_maps_capabilities_and_warns_about_unknown_keys() {
-        let (p, warnings) = load_testdriver(&example_path()).unwrap();
+    fn example_maps_capabilities_and_warns_about_dropped_keys() {
+        let (p, warnings) = load_testdriver(&fixture("testdriver-example.yaml")).unwrap();
         assert_eq!(p.name, "csi.example.com");
-        assert!(p.capabilities.clone && p.capabilities.snapshot && p.capabilities.block);
-        assert!(p.capabilities.mount && p.capabilities.expansion && !p.capabilities.node_expansion);
+        let c = &p.capabilities;
+        assert!(c.clone && c.snapshot && c.block && c.mount && c.expansion && c.topology);
+        assert!(!c.node_expansion);
+        assert_eq!(c.undeclared, Discoverable::ALL.into_iter().collect());
         assert_eq!(
             (p.sizes.min_bytes, p.sizes.max_bytes),
             (1 << 30, 5_000_000_000)
         );
         assert_eq!(p.sizes.volume_bytes, 1 << 30);
         assert!(p.parameters.is_empty());
-        assert_eq!(p.fs_type.as_deref(), Some("xfs"));
+        // The default entry; xfs is named in a warning.
+        assert_eq!(p.fs_type, None);
+        assert_eq!(p.topology_keys, ["topology.csi.example.com/zone"]);
         let t = &p.timeouts;
         assert_eq!(
             (t.clone_secs, t.bind_secs, t.pod_secs, t.delete_secs),
@@ -382,19 +207,17 @@ pub(super) mod tests {
         );
         assert_eq!(p.kubernetes, KubernetesSettings::default());
         let joined = warnings.join("\n");
-        assert!(joined.contains("unknown key \"ShortName\""), "{joined}");
-        assert!(
-            joined.contains("unknown capability \"DriverInfo.Capabilities.pvcDatasource\""),
-            "{joined}"
-        );
-        assert!(
-            joined.contains("did you mean \"pvcDataSource\""),
-            "{joined}"
-        );
-        assert!(
-            !joined.contains("\"DriverInfo.Capabilities.persistence\""),
-            "{joined}"
-        );
+        for expected in [
+            "unknown key \"ShortName\"",
+            "ignored by e2e: key \"DriverInfo.Capabilities.pvcDatasource\" is case-sensitive, \
+             did you mean \"DriverInfo.Capabilities.pvcDataSource\"?",
+            "ignored by e2e: key \"DriverInfo.numAllowedTopologies\" is case-sensitive, did you \
+             mean \"DriverInfo.NumAllowedTopologies\"?",
+            "run again with --fs-type xfs",
+        ] {
+            assert!(joined.contains(expected), "{expected}\n{joined}");
+        }
+        assert_eq!(warnings.len(), 4, "{joined}");
     }
 
     #[test]
@@ -414,6 +237,24 @@ pub(super) mod tests {
         let err = load_text(text).unwrap_err().to_string();
         assert!(
             err.contains("DriverInfo.SupportedSizeRange.Min") && err.contains("\"5X\""),
+            "{err}"
+        );
+        // A Go string field: e2e refuses a bare number.
+        let text = "DriverInfo:\n  Name: d\n  SupportedSizeRange:\n    Max: 1073741824\n";
+        let err = load_text(text).unwrap_err().to_string();
+        assert!(
+            err.contains("DriverInfo.SupportedSizeRange.Max: expected a quantity string"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_without_driver_info_name_is_refused_like_e2e() {
+        let err = load_text("StorageClass:\n  FromName: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DriverInfo.Name: missing (e2e refuses the file)"),
             "{err}"
         );
     }

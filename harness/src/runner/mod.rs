@@ -3,6 +3,7 @@
 //! the reporters, cleans up LIFO, takes a before/after inventory, tears the target down and
 //! writes the reports.
 
+mod discover;
 mod health;
 mod interrupt;
 mod session;
@@ -105,6 +106,9 @@ pub fn run(
     });
 
     let (mut target, session) = start_and_open(&runtime, &options, &settings, &work_dir)?;
+    // What the profile left to the driver is known now: cases needing what it lacks are skipped.
+    let mut planned = planned;
+    crate::plan::recheck(&mut planned, &session.profile);
     let events = Arc::new(Mutex::new(Events {
         collector: Collector::new(),
         reporters,
@@ -243,7 +247,7 @@ fn build_trials(
         let handle = runtime.handle().clone();
         let ctx = CaseCtx::new(
             session.handles.clone(),
-            options.profile.clone(),
+            session.profile.clone(),
             session.settings.clone(),
             session.ledger.clone(),
             owner,

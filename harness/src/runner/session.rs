@@ -8,14 +8,17 @@ use std::time::Duration;
 
 use reports::RunInfo;
 
-use super::{RunError, RunOptions};
+use super::{RunError, RunOptions, discover};
 use crate::context::{CaseCtx, RunSettings, TargetHandles};
 use crate::k8s::{ClusterHandle, DEFAULT_POD_IMAGE, KubeTimeouts, preflight, resolve_classes};
 use crate::ledger::{KubeCleanup, Ledger};
+use crate::profile::DriverProfile;
 use crate::target::{KubeConnection, Target};
 
 /// Everything cases share.
 pub(super) struct Session {
+    /// The run's profile: the one given, with what it left to the driver read from it.
+    pub profile: Arc<DriverProfile>,
     pub ledger: Arc<Ledger>,
     pub settings: Arc<RunSettings>,
     pub handles: TargetHandles,
@@ -47,7 +50,6 @@ pub(super) async fn open(
     settings: Arc<RunSettings>,
     ledger: Arc<Ledger>,
 ) -> Result<Session, RunError> {
-    let profile = &options.profile;
     let timeouts = kube_timeouts(options);
     let csi = target.csi.as_ref().map(|c| c.handles.clone());
     let cluster = match &target.kube {
@@ -57,14 +59,19 @@ pub(super) async fn open(
         None => None,
     };
     let handles = TargetHandles { csi, cluster };
-    let run_ctx = CaseCtx::new(
-        handles.clone(),
-        profile.clone(),
-        settings.clone(),
-        ledger.clone(),
-        usize::MAX,
-        "run",
-    );
+    let ctx_with = |profile: &Arc<DriverProfile>| {
+        CaseCtx::new(
+            handles.clone(),
+            profile.clone(),
+            settings.clone(),
+            ledger.clone(),
+            usize::MAX,
+            "run",
+        )
+    };
+    let (profile, from_driver) =
+        discover::fill(&options.profile, &ctx_with(&options.profile)).await;
+    let run_ctx = ctx_with(&profile);
     let plugin = if handles.csi.is_some() {
         run_ctx.plugin_info().await.ok()
     } else {
@@ -79,8 +86,13 @@ pub(super) async fn open(
     } else {
         None
     };
-    let info = run_info(target, options, &handles, plugin.as_ref());
+    let mut info = run_info(target, options, &handles, plugin.as_ref());
+    if let Some(line) = from_driver {
+        info.properties
+            .insert("capabilities_from_driver".into(), line);
+    }
     Ok(Session {
+        profile,
         ledger,
         settings,
         handles,

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{Walk, get};
+use super::Walk;
+use super::keys::get;
 use crate::profile::driver::{ProfileError, read};
 use crate::profile::kubernetes::{Issues, read_snapshot_class, read_storage_class, served_by};
 use crate::profile::{ClassSource, SnapshotClassSpec, StorageClassSpec};
 
-const CLASS_KEYS: &[&str] = &["FromName", "FromFile", "FromExistingClassName"];
 /// The external-provisioner and snapshotter strip parameters with this prefix before the RPC.
 const RESERVED_PREFIX: &str = "csi.storage.k8s.io/";
 
@@ -138,7 +138,6 @@ impl Walk<'_> {
         let Some(map) = self.mapping(get(root, section), section)? else {
             return Ok(None);
         };
-        self.check_keys(&map, &format!("{section}."), CLASS_KEYS);
         let from_name = match get(&map, "FromName") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
@@ -243,7 +242,7 @@ mod tests {
 
     #[test]
     fn from_file_reads_provisioner_and_parameters_and_creates_the_class() {
-        let td = "StorageClass:\n  FromFile: sc.yaml\ndriverInfo:\n  Name: vendor\n  \
+        let td = "StorageClass:\n  FromFile: sc.yaml\nDriverInfo:\n  Name: vendor\n  \
                   SupportedSizeRange: {Min: 1Mi}\n";
         let (p, warnings) = load_files(&[("td.yaml", td), ("sc.yaml", SC)]).unwrap();
         assert_eq!(p.name, "csi.vendor.io");

@@ -1,11 +1,17 @@
 //! e2e `Timeouts` (a map of Go durations, `framework/timeouts.go`) into profile timeouts.
+//!
+//! e2e parses every value with Go's `time.ParseDuration`, then copies them into its
+//! `TimeoutContext` through `encoding/json`, whose field matching ignores case. One value that
+//! does not parse makes e2e log it and keep its defaults for every timeout.
 
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
 
 use super::Walk;
 use crate::profile::{ProfileError, Timeouts};
 
-/// Every e2e timeout key; others are warned about (e2e ignores them).
+/// The fields of e2e's `TimeoutContext`; other keys are warned about (e2e ignores them).
 const TIMEOUT_KEYS: &[&str] = &[
     "Poll",
     "PodStart",
@@ -56,43 +62,73 @@ const MAPPED: &[(&str, Limit)] = &[
 impl Walk<'_> {
     pub(super) fn timeouts(&mut self, v: Option<&Value>) -> Result<Timeouts, ProfileError> {
         let map = self.mapping(v, "Timeouts")?.unwrap_or_default();
-        let mut timeouts = Timeouts::default();
-        let mut given: Vec<(Limit, u64)> = Vec::new();
-        for (key, value) in &map {
-            // A Go map keyed by field name, so case-sensitive.
-            if !TIMEOUT_KEYS.contains(&key.as_str()) {
-                self.warn(format!(
-                    "unknown key \"Timeouts.{key}\" (not an e2e timeout; ignored)"
-                ));
-                continue;
-            }
-            let Some((_, limit)) = MAPPED.iter().find(|(k, _)| k == key) else {
-                continue;
+        let texts = self.duration_texts(&map)?;
+        let mut given: BTreeMap<&str, u64> = BTreeMap::new();
+        // serde_json's map iterates in byte order, as Go's json.Marshal writes a map: of two
+        // keys naming one field in different case, the later one wins in e2e, and here.
+        for (key, text) in texts {
+            let secs = match go_duration_secs(text) {
+                Ok(secs) => secs,
+                Err(reason) => {
+                    self.warn(format!(
+                        "Timeouts.{key}: {reason}; e2e then keeps its default for every \
+                         timeout, and so does the harness"
+                    ));
+                    return Ok(Timeouts::default());
+                }
             };
-            let field = format!("Timeouts.{key}");
-            let text = self.string(Some(value), &field)?.unwrap_or_default();
-            let secs = go_duration_secs(&text).map_err(|r| self.error(&field, r))?;
-            given.push((*limit, secs));
-        }
-        let largest = |limit: Limit| {
-            (given.iter())
-                .filter(|(l, _)| *l == limit)
-                .map(|(_, s)| *s)
-                .max()
-        };
-        let slots = [
-            (Limit::Clone, &mut timeouts.clone_secs),
-            (Limit::Bind, &mut timeouts.bind_secs),
-            (Limit::Pod, &mut timeouts.pod_secs),
-            (Limit::Delete, &mut timeouts.delete_secs),
-        ];
-        for (limit, slot) in slots {
-            if let Some(secs) = largest(limit) {
-                *slot = secs;
+            match TIMEOUT_KEYS.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+                Some(k) => {
+                    given.insert(*k, secs);
+                }
+                None => self.warn(format!(
+                    "unknown key \"Timeouts.{key}\" (not an e2e timeout; ignored)"
+                )),
             }
         }
-        Ok(timeouts)
+        Ok(mapped(&given))
     }
+
+    /// The values as text. The map is a Go map[string]string, so e2e's decoder refuses the
+    /// whole file over a value that is not a string, before any duration is parsed.
+    fn duration_texts<'m>(
+        &self,
+        map: &'m Map<String, Value>,
+    ) -> Result<Vec<(&'m str, &'m str)>, ProfileError> {
+        (map.iter())
+            .map(|(key, value)| match value {
+                Value::String(s) => Ok((key.as_str(), s.as_str())),
+                Value::Null => Ok((key.as_str(), "")),
+                _ => Err(self.error(
+                    &format!("Timeouts.{key}"),
+                    "expected a Go duration string such as \"5m\" (e2e refuses the file)",
+                )),
+            })
+            .collect()
+    }
+}
+
+/// The profile timeouts the given e2e timeouts imply.
+fn mapped(given: &BTreeMap<&str, u64>) -> Timeouts {
+    let largest = |limit: Limit| {
+        (MAPPED.iter())
+            .filter(|(_, l)| *l == limit)
+            .filter_map(|(k, _)| given.get(k).copied())
+            .max()
+    };
+    let mut timeouts = Timeouts::default();
+    let slots = [
+        (Limit::Clone, &mut timeouts.clone_secs),
+        (Limit::Bind, &mut timeouts.bind_secs),
+        (Limit::Pod, &mut timeouts.pod_secs),
+        (Limit::Delete, &mut timeouts.delete_secs),
+    ];
+    for (limit, slot) in slots {
+        if let Some(secs) = largest(limit) {
+            *slot = secs;
+        }
+    }
+    timeouts
 }
 
 /// Whole seconds, rounded up, from a Go duration such as "5m", "1h30m" or "90s".
@@ -180,12 +216,34 @@ mod tests {
     }
 
     #[test]
-    fn bad_cluster_timeout_names_the_key() {
-        let text = "DriverInfo:\n  Name: d.example\nTimeouts:\n  PodStart: soon\n";
-        let err = load_text(text).unwrap_err().to_string();
+    fn an_unparsable_timeout_keeps_every_default_as_in_e2e() {
+        let text = "DriverInfo:\n  Name: d.example\nTimeouts:\n  PodStart: soon\n  \
+                    ClaimProvision: 9m\n";
+        let (p, warnings) = load_text(text).unwrap();
+        assert_eq!(p.timeouts, Timeouts::default());
+        let joined = warnings.join("\n");
         assert!(
-            err.contains("Timeouts.PodStart") && err.contains("\"soon\""),
+            joined.contains("Timeouts.PodStart: invalid duration \"soon\"")
+                && joined.contains("e2e then keeps its default for every timeout"),
+            "{joined}"
+        );
+        // A number is refused by e2e's decoder, before any duration is parsed.
+        let err = load_text("DriverInfo:\n  Name: d\nTimeouts:\n  Poll: soon\n  PodStart: 300\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Timeouts.PodStart: expected a Go duration string"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn timeout_keys_match_fields_in_any_case_as_encoding_json_does() {
+        // "podStart" sorts after "PodStart", so it wins, as in e2e.
+        let text = "DriverInfo:\n  Name: d.example\nTimeouts:\n  PodStart: 4m\n  \
+                    podStart: 6m\n  dataSourceProvision: 9m\n";
+        let (p, warnings) = load_text(text).unwrap();
+        assert_eq!((p.timeouts.pod_secs, p.timeouts.clone_secs), (360, 540));
+        assert!(!warnings.join("\n").contains("Timeouts."), "{warnings:?}");
     }
 }

@@ -168,7 +168,9 @@ async fn interpret(ctx: CaseCtx, row: Row<Flow>) -> CaseResult {
                 ));
             }
             compare(
+                &ctx,
                 "VOLUME_ACCESSIBILITY_CONSTRAINTS",
+                None,
                 declared.topology,
                 constrained,
             )

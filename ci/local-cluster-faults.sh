@@ -48,6 +48,7 @@ declare -A KILLS=(
     [clone-unimplemented]="k8s_clone::protection::source_carries_the_cloning_finalizer k8s_source::pending::clone_of_a_pending_source_waits_and_binds_after_it"
     [larger-clone-not-grown]="k8s_size::larger::filesystem_clone_has_a_larger_filesystem k8s_size::larger::block_clone_has_a_larger_device"
     [expand-does-not-grow]="k8s_size::expanded::clone_expanded_later_grows_and_keeps_its_data"
+    [larger-clone-garbage-tail]="k8s_size::larger::block_clone_has_a_larger_device"
 )
 
 bash ci/host-state.sh >"$out/host-before.txt"

@@ -3,7 +3,9 @@
 //! volume back into the canonical digest at `Level::Tar` (what the pod's busybox tar carries:
 //! owners, modes, file mtimes in seconds, hard links, content, symlinks; no xattrs, directory
 //! or symlink mtimes), so every claim digest here is at that level and only compared with
-//! another; block volumes get the same seeded blocks through `dd` and are read back whole. A command that fails in the pod while touching the volume
+//! another; block volumes get the same seeded blocks through `dd` and are read back whole (the
+//! source's length digested, the rest to the device's end counted as zeros in the pod). A
+//! command that fails in the pod while touching the volume
 //! (an I/O error, a short device) is the driver's failure; a missing tool is the harness's.
 
 use super::VolumeMode;
@@ -222,6 +224,9 @@ impl CaseCtx {
         if let Some(failure) = finished.failure {
             return Err(self.pod_failure(pod, "reading the volume", failure).await);
         }
+        if pod.mode.is_block() {
+            self.zeros_past(pod, size).await?;
+        }
         finished.output.map_err(|e| {
             fail_with(
                 format!(
@@ -232,6 +237,54 @@ impl CaseCtx {
                 crate::steps::error_chain(&e),
             )
         })
+    }
+
+    /// The device past the source's `size` bytes, read to its end in the pod, must hold only
+    /// zeros (counted there, so a large device never crosses the exec stream).
+    async fn zeros_past(&self, pod: &DataPod, size: u64) -> CaseResult {
+        let script = format!(
+            "set -o pipefail; dd if={DEVICE_PATH} bs=1048576 skip={size} iflag=skip_bytes 2>/dev/null | tr -d '\\000' | wc -c"
+        );
+        let finished = self
+            .exec_in(pod, &script, None, |out| {
+                let mut text = String::new();
+                out.read_to_string(&mut text)
+                    .map_err(|source| data::DataError::Io {
+                        op: "read the output of",
+                        path: "the zero count".into(),
+                        source,
+                    })?;
+                Ok(text)
+            })
+            .await?;
+        if let Some(failure) = finished.failure {
+            return Err(self
+                .pod_failure(pod, "reading the device past the source's length", failure)
+                .await);
+        }
+        let text = finished
+            .output
+            .map_err(|e| harness_error(crate::steps::error_chain(&e)))?;
+        let nonzero: u64 = text.trim().parse().map_err(|_| {
+            harness_error(format!("`{script}` in pod {} printed {text:?}", pod.name))
+        })?;
+        if nonzero > 0 {
+            return Err(fail_with(
+                format!(
+                    "the device of claim {} must read as zeros past the source's {size} bytes \
+                     (spec: CreateVolumeRequest.volume_content_source: the new volume is \
+                     pre-populated with data from this source, nothing else)",
+                    pod.claim
+                ),
+                format!("no non-zero byte after byte {size}"),
+                format!("{nonzero} non-zero bytes"),
+            ));
+        }
+        self.trace(format!(
+            "data: claim {} reads zeros past byte {size} to the device's end",
+            pod.claim
+        ));
+        Ok(())
     }
 
     async fn pod_failure(

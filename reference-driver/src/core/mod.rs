@@ -1,6 +1,7 @@
 //! The driver core shared by the Identity, Controller and Node services: domain requests in,
 //! records out. gRPC types stay in `crate::csi`.
 
+mod fs_type;
 mod node;
 mod populate;
 mod snapshots;

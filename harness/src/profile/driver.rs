@@ -367,6 +367,12 @@ impl DriverProfile {
                 "is set but capabilities.mount is false".into(),
             ));
         }
+        if !self.topology_keys.is_empty() && !self.capabilities.topology {
+            return Err(invalid(
+                "topology_keys",
+                "is set but capabilities.topology is false".into(),
+            ));
+        }
         if let Some((key, _)) = self.timeouts.named().into_iter().find(|(_, v)| *v == 0) {
             return Err(invalid("timeouts", format!("{key} must be at least 1")));
         }

@@ -169,3 +169,17 @@ fn secrets_file_resolves_relative_to_profile() {
     let err = DriverProfile::load(&profile_path).unwrap_err();
     assert!(matches!(err, ProfileError::SecretsFile { .. }), "{err}");
 }
+
+#[test]
+fn topology_keys_need_the_topology_capability() {
+    let err = DriverProfile::from_yaml(&minimal("topology_keys: [zone]\n"), "x.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("topology_keys") && err.contains("capabilities.topology"),
+        "{err}"
+    );
+    let text = "name: x.example.com\ncapabilities:\n  mount: true\n  topology: true\ntopology_keys: [zone]\n";
+    let profile = DriverProfile::from_yaml(text, "x.yaml").unwrap();
+    assert_eq!(profile.topology_keys, ["zone"]);
+}

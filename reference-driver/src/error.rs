@@ -10,7 +10,7 @@ pub enum DriverError {
     /// A request field is missing or malformed; `field` is its path in the request.
     #[error("{field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
-    #[error("{kind} {id:?} does not exist")]
+    #[error("{kind} {} does not exist", echo(id))]
     NotFound { kind: &'static str, id: String },
     #[error("{0}")]
     AlreadyExists(String),
@@ -83,10 +83,40 @@ fn full_message(error: &DriverError) -> String {
     message
 }
 
+/// How much of one request value a message repeats.
+const ECHO_LIMIT: usize = 256;
+/// The most a whole message may be: it travels in the grpc-message header, and clients refuse
+/// header lists past 8-16 KiB (a 100 kB id would turn the answer into a transport error).
+const MESSAGE_LIMIT: usize = 4096;
+
+/// A request value for a message: quoted, and cut to ECHO_LIMIT bytes with its length.
+pub fn echo(input: &str) -> String {
+    if input.len() <= ECHO_LIMIT {
+        return format!("{input:?}");
+    }
+    format!("{:?}… ({} bytes)", cut(input, ECHO_LIMIT), input.len())
+}
+
+/// The longest prefix of `s` within `limit` bytes that ends on a character boundary.
+fn cut(s: &str, limit: usize) -> &str {
+    let mut end = limit.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 impl From<DriverError> for Status {
     fn from(error: DriverError) -> Status {
         let code = error.code();
-        let message = full_message(&error);
+        let mut message = full_message(&error);
+        if message.len() > MESSAGE_LIMIT {
+            message = format!(
+                "{}… (message cut, {} bytes)",
+                cut(&message, MESSAGE_LIMIT),
+                message.len()
+            );
+        }
         if code == Code::Internal {
             tracing::error!(%message, "request failed");
         } else {
@@ -99,6 +129,34 @@ impl From<DriverError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoed_input_is_capped_with_its_length() {
+        let id = "é".repeat(50_000);
+        let status = Status::from(DriverError::NotFound {
+            kind: "volume",
+            id: id.clone(),
+        });
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().len() < 400, "{}", status.message().len());
+        assert!(
+            status.message().contains("(100000 bytes)"),
+            "{}",
+            status.message()
+        );
+        let short = Status::from(DriverError::NotFound {
+            kind: "volume",
+            id: "vol-1".into(),
+        });
+        assert_eq!(short.message(), "volume \"vol-1\" does not exist");
+        let long = Status::from(DriverError::invalid("name", "x".repeat(100_000)));
+        assert!(long.message().len() < MESSAGE_LIMIT + 100);
+        assert!(
+            long.message().ends_with("(message cut, 100006 bytes)"),
+            "{}",
+            &long.message()[4000..]
+        );
+    }
 
     #[test]
     fn messages_name_the_field_and_keep_causes() {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use csi_proto::v1 as csi;
 
 use crate::config::DriverConfig;
-use crate::error::{DriverError, DriverResult};
+use crate::error::{DriverError, DriverResult, echo};
 use crate::faults::Fault;
 use crate::variants::Variant;
 
@@ -75,7 +75,7 @@ impl DriverConfig {
             {
                 return Err(DriverError::invalid(
                     "accessibility_requirements",
-                    format!("unknown topology key {key:?}"),
+                    format!("unknown topology key {}", echo(key)),
                 ));
             }
         }

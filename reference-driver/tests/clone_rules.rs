@@ -111,6 +111,23 @@ async fn clone_of_unknown_volume_is_not_found() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_huge_unknown_source_id_gets_a_short_not_found() {
+    // The message travels in the grpc-message header: a 100 kB id echoed whole would turn the
+    // answer into a transport error for clients with a 16 KiB header limit.
+    let h = Harness::start().await;
+    let id = "v".repeat(100_000);
+    let status = h
+        .create_err(
+            req("huge-id", mount_cap(""), SIZE, vol_src(&id)),
+            Code::NotFound,
+        )
+        .await;
+    let message = status.message();
+    assert!(message.len() < 1024, "{} bytes", message.len());
+    assert!(message.contains("(100000 bytes)"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn restore_of_unknown_snapshot_is_not_found() {
     let h = Harness::start().await;
     for id in [

@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Driver, StagedSource, blocking, copy_quiesced, plausible_volume_id};
-use crate::error::{DriverError, DriverResult};
+use crate::error::{DriverError, DriverResult, echo};
 use crate::faults;
 use crate::state::{AccessType, SnapshotRecord, Status, is_driver_id, new_snapshot_id};
 use crate::storage;
@@ -22,8 +22,11 @@ impl Driver {
                 return Ok(existing);
             }
             return Err(DriverError::AlreadyExists(format!(
-                "snapshot {name:?} already exists ({}) of volume {}; the request names volume {source_volume_id}",
-                existing.id, existing.source_volume_id
+                "snapshot {} already exists ({}) of volume {}; the request names volume {}",
+                echo(name),
+                existing.id,
+                existing.source_volume_id,
+                echo(source_volume_id)
             )));
         }
         let missing = || DriverError::NotFound {

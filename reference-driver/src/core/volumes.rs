@@ -8,7 +8,7 @@ use super::{
     not_found_volume, plausible_volume_id, round_up, same_parameters,
 };
 use crate::config::Feature;
-use crate::error::{DriverError, DriverResult};
+use crate::error::{DriverError, DriverResult, echo};
 use crate::faults::Fault;
 use crate::state::{AccessType, Source, Status, VolumeRecord, new_volume_id};
 use crate::storage::{self, FsType};
@@ -475,7 +475,8 @@ fn check_replay(
     let name = &existing.name;
     let conflict = |what: String| {
         Err(DriverError::AlreadyExists(format!(
-            "volume {name:?} already exists ({}) with {what}",
+            "volume {} already exists ({}) with {what}",
+            echo(name),
             existing.id
         )))
     };

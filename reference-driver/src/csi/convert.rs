@@ -8,7 +8,7 @@ use csi::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSourc
 use csi_proto::v1 as csi;
 
 use crate::config::DriverConfig;
-use crate::error::{DriverError, DriverResult};
+use crate::error::{DriverError, DriverResult, echo};
 use crate::state::{AccessType, SnapshotRecord, Source, VolumeRecord};
 use crate::storage::FsType;
 
@@ -24,7 +24,7 @@ pub fn required_path(value: &str, field: &'static str) -> DriverResult<PathBuf> 
     if !path.is_absolute() {
         return Err(DriverError::invalid(
             field,
-            format!("{value:?} is not an absolute path"),
+            format!("{} is not an absolute path", echo(value)),
         ));
     }
     Ok(path)

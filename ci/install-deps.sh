@@ -6,6 +6,9 @@ set -euo pipefail
 
 PEERS_BIN="${PEERS_BIN:-$HOME/.cache/csi-clone-conformance/bin}"
 CSI_SANITY_VERSION="${CSI_SANITY_VERSION:-v5.6.0}"
+# Python grpcio (PyPI) for the non-Rust client test (reference-driver/tests/foreign_client.rs).
+GRPCIO_VERSION="${GRPCIO_VERSION:-1.68.1}"
+GRPCIO_VENV="${GRPCIO_VENV:-$HOME/.cache/csi-clone-conformance/python/grpcio-$GRPCIO_VERSION}"
 
 need_apt=()
 for tool in mkfs.ext4:e2fsprogs resize2fs:e2fsprogs mkfs.xfs:xfsprogs xfs_growfs:xfsprogs \
@@ -29,3 +32,18 @@ if [[ ! -x "$PEERS_BIN/csi-sanity" || ! -e "$stamp" ]]; then
     touch "$stamp"
 fi
 echo "ci: peers in $PEERS_BIN: $(ls "$PEERS_BIN" | tr '\n' ' ')" >&2
+
+if [[ ! -e "$GRPCIO_VENV/.complete" ]]; then
+    echo "ci: grpcio $GRPCIO_VERSION from PyPI into $GRPCIO_VENV" >&2
+    python3 -m venv --help >/dev/null 2>&1 || {
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    }
+    rm -rf "$GRPCIO_VENV"
+    python3 -m venv "$GRPCIO_VENV"
+    timeout 600 "$GRPCIO_VENV/bin/pip" install -q --disable-pip-version-check "grpcio==$GRPCIO_VERSION"
+    touch "$GRPCIO_VENV/.complete"
+fi
+# A stable name for .ci/run, so the version is written only here.
+ln -sfn "$GRPCIO_VENV" "$(dirname "$GRPCIO_VENV")/grpcio"
+echo "ci: grpcio python: $GRPCIO_VENV/bin/python" >&2

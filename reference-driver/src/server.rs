@@ -8,6 +8,7 @@ use csi_proto::v1::{
     controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
 };
 use tokio::net::UnixListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
@@ -94,8 +95,12 @@ async fn serve_calls(
             remove_stale_socket(path)?;
             let listener = UnixListener::bind(path).map_err(bind_error)?;
             tracing::info!(%endpoint, "serving");
+            // gRPC C-core clients (Python, Ruby, C++ and others) send the socket path as
+            // :authority, which h2 refuses; the shim puts `localhost` in its place.
+            let incoming = UnixListenerStream::new(listener)
+                .map(|accepted| accepted.map(csi_proto::authority::normalize));
             let result = router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await;
             let _ = std::fs::remove_file(path);
             result?;

@@ -9,6 +9,7 @@ pub mod data;
 pub mod exit;
 pub mod k8s;
 pub mod ledger;
+pub mod leftovers;
 pub mod plan;
 pub mod profile;
 pub mod progress;

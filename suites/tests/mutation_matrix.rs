@@ -10,7 +10,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -193,10 +193,15 @@ fn main() {
         return;
     }
     let started = Instant::now();
+    // A matrix killed mid-run leaves mounts, loop devices and images: undo them first.
+    for line in harness::leftovers::sweep(Path::new("/var/tmp"), "csi-clone-matrix-") {
+        eprintln!("matrix: leftover of a killed run: {line}");
+    }
     let work = tempfile::Builder::new()
         .prefix("csi-clone-matrix-")
         .tempdir_in("/var/tmp")
         .expect("work dir");
+    harness::leftovers::claim(work.path()).expect("owner file");
     let mut jobs: Vec<(Mode, Setup)> = Vec::new();
     for mode in all_modes() {
         for setup in setups(mode) {

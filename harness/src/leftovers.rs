@@ -1,7 +1,7 @@
 //! What killed runs leave behind: a work dir made with `claim` holds an `owner` file (pid and
 //! process start time); `sweep` later finds such dirs whose owner is gone and removes them
-//! with what they hold on the host: mounts below them (deepest first) and loop devices backed
-//! by files inside them. A dir counts as ours only by its name prefix *and* its owner file,
+//! with what they hold on the host: mounts below them (thawed, then unmounted deepest first)
+//! and loop devices backed by files inside them. A dir counts as ours only by its name prefix *and* its owner file,
 //! so nothing is touched that a run of ours did not make.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 const OWNER_FILE: &str = "owner";
-/// `losetup -d` of one device.
+/// `fsfreeze -u` or `losetup -d` of one mount or device.
 const DETACH_LIMIT: Duration = Duration::from_secs(30);
 
 /// Records this process as the owner of `dir`.
@@ -60,13 +60,25 @@ fn undo(dir: &Path) -> Vec<String> {
     let mut mounts = mounts_below(dir);
     mounts.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
     for mount in mounts {
+        // A driver killed mid-copy leaves its source frozen; a frozen filesystem outlives its
+        // unmount (the freeze holds it), keeping its loop device. Thaw first; "not frozen"
+        // (EINVAL) is the usual answer.
+        let mut thaw = Command::new("fsfreeze");
+        thaw.arg("-u")
+            .arg(&mount)
+            .stderr(std::process::Stdio::null());
+        if run_with_deadline(&mut thaw).is_ok() {
+            done.push(format!("thawed {}", mount.display()));
+        }
         match rustix::mount::unmount(&mount, rustix::mount::UnmountFlags::empty()) {
             Ok(()) => done.push(format!("unmounted {}", mount.display())),
             Err(e) => done.push(format!("could not unmount {}: {e}", mount.display())),
         }
     }
     for device in loops_backed_below(dir) {
-        let detached = run_with_deadline(Command::new("losetup").arg("-d").arg(&device));
+        let mut detach = Command::new("losetup");
+        detach.arg("-d").arg(&device);
+        let detached = run_with_deadline(&mut detach);
         done.push(match detached {
             Ok(()) => format!("detached {}", device.display()),
             Err(e) => format!("could not detach {}: {e}", device.display()),

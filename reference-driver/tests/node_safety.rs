@@ -492,3 +492,55 @@ async fn paths_are_compared_normalised() {
     assert_agree(&h, &vol, &staging, false);
     h.delete(&vol).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_never_covers_what_a_target_holds() {
+    let h = Harness::start().await;
+    for (name, cap) in [("m", mount_cap("ext4")), ("b", block_cap())] {
+        let vol = h
+            .create_ok(req(name, cap.clone(), VOL, None))
+            .await
+            .volume_id;
+        let staging = staging_dir(&h, name);
+        stage(&h, &vol, &staging, &cap, None).await.unwrap();
+        let parent = staging.parent().unwrap().to_path_buf();
+        let publish = |target: &std::path::Path| {
+            let (mut node, vol, cap) = (h.node(), vol.clone(), cap.clone());
+            let request = csi::NodePublishVolumeRequest {
+                volume_id: vol,
+                staging_target_path: s(&staging),
+                target_path: s(target),
+                volume_capability: Some(cap),
+                ..Default::default()
+            };
+            async move { node.node_publish_volume(request).await.map(drop) }
+        };
+        // The other kind of node where the target should be: malformed.
+        let wrong_kind = parent.join("wrong-kind");
+        match name {
+            "m" => fs::write(&wrong_kind, b"").unwrap(),
+            _ => fs::create_dir(&wrong_kind).unwrap(),
+        }
+        let err = publish(&wrong_kind).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+        // The right kind, holding something a bind would hide: refused, left as it was.
+        let occupied = parent.join("occupied");
+        match name {
+            "m" => {
+                fs::create_dir(&occupied).unwrap();
+                fs::write(occupied.join("keep.txt"), b"user data").unwrap();
+            }
+            _ => fs::write(&occupied, b"user data").unwrap(),
+        }
+        let err = publish(&occupied).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{name}: {err:?}");
+        assert!(mounts_at(&occupied).is_empty(), "{name}: mounted over");
+        let kept = match name {
+            "m" => fs::read(occupied.join("keep.txt")).unwrap(),
+            _ => fs::read(&occupied).unwrap(),
+        };
+        assert_eq!(kept, b"user data", "{name}");
+        unstage(&h, &vol, &staging, None).await.unwrap();
+        h.delete(&vol).await;
+    }
+}

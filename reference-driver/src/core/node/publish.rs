@@ -180,6 +180,7 @@ fn bind_target(
         // A bind of ours the state lost: replace it, so the readonly flag is the asked one.
         storage::mount::unmount(target)?;
     }
+    refuse_occupied_target(target, access)?;
     let existed = target.exists();
     let source: PathBuf = match access {
         AccessType::Mount => {
@@ -203,6 +204,41 @@ fn bind_target(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// A target that exists must be what the access type binds over, and hold nothing: a
+/// directory (mount) or a file (block) that is empty, since a bind would hide what it holds.
+fn refuse_occupied_target(target: &Path, access: AccessType) -> DriverResult<()> {
+    let Ok(meta) = std::fs::symlink_metadata(target) else {
+        return Ok(()); // absent: created below
+    };
+    let shown = target.display();
+    match access {
+        AccessType::Mount if !meta.is_dir() => Err(DriverError::invalid(
+            "target_path",
+            format!(
+                "{shown} exists and is not a directory; a mount volume is published on a directory"
+            ),
+        )),
+        AccessType::Block if !meta.is_file() => Err(DriverError::invalid(
+            "target_path",
+            format!(
+                "{shown} exists and is not a regular file; a block volume is published on a file"
+            ),
+        )),
+        AccessType::Mount => match std::fs::read_dir(target).map(|mut d| d.next().is_some()) {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(DriverError::FailedPrecondition(format!(
+                "target_path {shown} is a directory that is not empty; a mount would hide what it holds"
+            ))),
+            Err(e) => Err(storage::StorageError::io("read", target, e).into()),
+        },
+        AccessType::Block if meta.len() > 0 => Err(DriverError::FailedPrecondition(format!(
+            "target_path {shown} is a file of {} bytes; a bind would hide them",
+            meta.len()
+        ))),
+        AccessType::Block => Ok(()),
+    }
 }
 
 /// Unmounts the target if its top mount shows the volume's device while that device holds

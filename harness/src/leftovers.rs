@@ -145,6 +145,37 @@ fn loops_backed_below(dir: &Path) -> Vec<PathBuf> {
 mod tests {
     use super::*;
 
+    /// Root only (loop devices, mounts, FIFREEZE): skipped with a note otherwise.
+    #[test]
+    fn a_frozen_leftover_is_thawed_and_released() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root for loop devices and mounts");
+            return;
+        }
+        let parent = tempfile::tempdir_in("/var/tmp").unwrap();
+        let dir = parent.path().join("run-frozen");
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        std::fs::write(dir.join(OWNER_FILE), "999999999 1\n").unwrap();
+        let image = dir.join("fs.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(32 << 20)
+            .unwrap();
+        let ok = |c: &mut Command| assert!(run_with_deadline(c).is_ok(), "{c:?}");
+        ok(Command::new("mkfs.ext4").arg("-q").arg(&image));
+        ok(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&image)
+            .arg(&mnt));
+        ok(Command::new("fsfreeze").arg("-f").arg(&mnt));
+        let done = sweep(parent.path(), "run-");
+        assert!(done.iter().any(|l| l.starts_with("thawed")), "{done:?}");
+        assert!(loops_backed_below(&dir).is_empty(), "{done:?}");
+        assert!(!dir.exists(), "{done:?}");
+    }
+
     #[test]
     fn a_live_owner_keeps_its_dir_and_a_dead_one_loses_it() {
         let parent = tempfile::tempdir().unwrap();

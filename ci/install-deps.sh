@@ -35,12 +35,14 @@ echo "ci: peers in $PEERS_BIN: $(ls "$PEERS_BIN" | tr '\n' ' ')" >&2
 
 if [[ ! -e "$GRPCIO_VENV/.complete" ]]; then
     echo "ci: grpcio $GRPCIO_VERSION from PyPI into $GRPCIO_VENV" >&2
-    python3 -m venv --help >/dev/null 2>&1 || {
+    rm -rf "$GRPCIO_VENV"
+    # Debian's python3 makes a venv only with python3-venv (ensurepip) installed.
+    if ! python3 -m venv "$GRPCIO_VENV" >/dev/null 2>&1; then
+        rm -rf "$GRPCIO_VENV"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-    }
-    rm -rf "$GRPCIO_VENV"
-    python3 -m venv "$GRPCIO_VENV"
+        python3 -m venv "$GRPCIO_VENV"
+    fi
     timeout 600 "$GRPCIO_VENV/bin/pip" install -q --disable-pip-version-check "grpcio==$GRPCIO_VERSION"
     touch "$GRPCIO_VENV/.complete"
 fi

@@ -169,11 +169,30 @@ mod tests {
             .arg("loop")
             .arg(&image)
             .arg(&mnt));
+        // Dropped before `parent`: if an assertion fails, the temp dir's removal must not
+        // write into a filesystem left frozen.
+        let _release = Release(mnt.clone());
         ok(Command::new("fsfreeze").arg("-f").arg(&mnt));
         let done = sweep(parent.path(), "run-");
         assert!(done.iter().any(|l| l.starts_with("thawed")), "{done:?}");
         assert!(loops_backed_below(&dir).is_empty(), "{done:?}");
         assert!(!dir.exists(), "{done:?}");
+    }
+
+    fn quiet(program: &str) -> Command {
+        let mut command = Command::new(program);
+        command.stderr(std::process::Stdio::null());
+        command
+    }
+
+    /// Thaws and unmounts its path on drop, whatever state the test left it in.
+    struct Release(PathBuf);
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let _ = run_with_deadline(quiet("fsfreeze").arg("-u").arg(&self.0));
+            let _ = run_with_deadline(quiet("umount").arg(&self.0));
+        }
     }
 
     #[test]

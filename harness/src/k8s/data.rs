@@ -91,27 +91,34 @@ impl CaseCtx {
         } else {
             format!("stat -f -c '%b %S' {MOUNT_PATH}")
         };
+        let text = self
+            .command_text(pod, &script, "measuring the volume")
+            .await?;
+        parse_size(&text).ok_or_else(|| {
+            harness_error(format!("`{script}` in pod {} printed {text:?}", pod.name))
+        })
+    }
+
+    /// What `script` prints in `pod`; its failure is the driver's (`pod_failure`, `doing`).
+    async fn command_text(&self, pod: &DataPod, script: &str, doing: &str) -> CaseResult<String> {
         let finished = self
-            .exec_in(pod, &script, None, |out| {
+            .exec_in(pod, script, None, |out| {
                 let mut text = String::new();
                 out.read_to_string(&mut text)
                     .map_err(|source| data::DataError::Io {
                         op: "read the output of",
-                        path: "the size command".into(),
+                        path: "a command in the pod".into(),
                         source,
                     })?;
                 Ok(text)
             })
             .await?;
         if let Some(failure) = finished.failure {
-            return Err(self.pod_failure(pod, "measuring the volume", failure).await);
+            return Err(self.pod_failure(pod, doing, failure).await);
         }
-        let text = finished
+        finished
             .output
-            .map_err(|e| harness_error(crate::steps::error_chain(&e)))?;
-        parse_size(&text).ok_or_else(|| {
-            harness_error(format!("`{script}` in pod {} printed {text:?}", pod.name))
-        })
+            .map_err(|e| harness_error(crate::steps::error_chain(&e)))
     }
 
     /// One pod: the write (if any), then the digest of the whole volume; the pod is removed
@@ -245,26 +252,9 @@ impl CaseCtx {
         let script = format!(
             "set -o pipefail; dd if={DEVICE_PATH} bs=1048576 skip={size} iflag=skip_bytes 2>/dev/null | tr -d '\\000' | wc -c"
         );
-        let finished = self
-            .exec_in(pod, &script, None, |out| {
-                let mut text = String::new();
-                out.read_to_string(&mut text)
-                    .map_err(|source| data::DataError::Io {
-                        op: "read the output of",
-                        path: "the zero count".into(),
-                        source,
-                    })?;
-                Ok(text)
-            })
+        let text = self
+            .command_text(pod, &script, "reading the device past the source's length")
             .await?;
-        if let Some(failure) = finished.failure {
-            return Err(self
-                .pod_failure(pod, "reading the device past the source's length", failure)
-                .await);
-        }
-        let text = finished
-            .output
-            .map_err(|e| harness_error(crate::steps::error_chain(&e)))?;
         let nonzero: u64 = text.trim().parse().map_err(|_| {
             harness_error(format!("`{script}` in pod {} printed {text:?}", pod.name))
         })?;
